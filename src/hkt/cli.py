@@ -1,0 +1,80 @@
+"""``hkt`` command line: fit, test, export, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hkt.config import load_config
+
+
+def _overrides(extra: list[str]) -> list[str]:
+    """Accept both ``key=value`` and ``--key value``."""
+    out, i = [], 0
+    while i < len(extra):
+        item = extra[i]
+        if item.startswith("--") and "=" not in item:
+            if i + 1 >= len(extra):
+                raise SystemExit(f"hkt: override {item} has no value")
+            out.append(f"{item[2:]}={extra[i + 1]}")
+            i += 2
+        else:
+            out.append(item.removeprefix("--"))
+            i += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hkt", description="Hereditary Knowledge Transfer: train a small child with genes inherited from a frozen parent.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_fit = sub.add_parser("fit", help="train (resumable), select on validation, test once")
+    p_fit.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt")
+    p_test = sub.add_parser("test", help="evaluate a trained child on the test split")
+    p_exp = sub.add_parser("export", help="write the child alone as safetensors + TorchScript, verified")
+    p_exp.add_argument("--out", default=None, help="output folder (default: out_dir/export)")
+    for p in (p_fit, p_test, p_exp):
+        p.add_argument("--config", "-c", help="YAML config (see configs/)")
+    for p in (p_test, p_exp):
+        p.add_argument("--ckpt", default="best", help="best | last | a checkpoint path")
+    p_demo = sub.add_parser("demo", help="offline Fashion-MNIST demo: parent, base, then ce / kd / hkt (minutes on a CPU)")
+    p_demo.add_argument("--out", default="runs/demo")
+    p_demo.add_argument("--epochs", type=int, default=3)
+    p_demo.add_argument("--train-subset", type=int, default=12000)
+    args, extra = parser.parse_known_args(argv)
+
+    try:
+        if args.command == "demo":
+            from hkt.demo import run_demo
+
+            run_demo(args.out, args.epochs, args.train_subset)
+            return 0
+        cfg = load_config(args.config, _overrides(extra))
+        if args.command == "fit":
+            from hkt.training.run import fit
+
+            rec = fit(cfg, resume=args.resume)
+            print(json.dumps({k: rec[k] for k in ("best_epoch", "val_acc_best", "test_acc", "test_acc_last_epoch", "fit_wall_s")}, indent=1))
+        elif args.command == "test":
+            from hkt.training.run import test
+
+            print(json.dumps(test(cfg, args.ckpt), indent=1))
+        elif args.command == "export":
+            from hkt.export import export
+            from hkt.models import build_model
+            from hkt.training.run import load_trained
+
+            data, module = load_trained(cfg, args.ckpt)
+            child = cfg["child"]
+            fresh = build_model(child["arch"], data.num_classes, data.in_channels, child.get("width", 16))
+            report = export(module.method, fresh, data.example_input(16), args.out or Path(cfg["out_dir"]) / "export")
+            print(json.dumps(report, indent=1))
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        print(f"hkt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

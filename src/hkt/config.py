@@ -1,0 +1,121 @@
+"""Experiment configuration: YAML + dotted overrides, validated against the signatures of the objects it
+builds, so an unknown or misspelt key fails at once with the closest valid key named.
+
+Sections: ``seed``, ``out_dir``, ``data`` (``ImageClassificationData``), ``parent`` and ``child``
+(``arch``, ``weights``, ``width``), ``method`` (``name`` + the method's options), ``optim``
+(``MethodModule``: lr, momentum, weight_decay, nesterov, schedule), ``trainer`` (``lightning.Trainer``
+arguments, passed straight through: accelerator, devices, strategy, num_nodes, precision, max_epochs …).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "out_dir": "runs/default",
+    "data": {"name": "cifar10"},
+    "parent": {"arch": None, "weights": None, "width": 16},
+    "child": {"arch": "resnet20", "weights": None, "width": 16},
+    "method": {"name": "ce"},
+    "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False, "schedule": "cosine"},
+    "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid."""
+
+
+def _keys_of(fn: Any, drop: tuple[str, ...] = ()) -> set[str]:
+    return {p for p in inspect.signature(fn).parameters if p not in ("self", *drop)}
+
+
+def _allowed() -> dict[str, set[str]]:
+    import lightning as L
+
+    from hkt.data.datamodule import ImageClassificationData
+    from hkt.training.module import MethodModule
+
+    return {
+        "data": _keys_of(ImageClassificationData.__init__, ("train_seed",)),
+        "parent": {"arch", "weights", "width"},
+        "child": {"arch", "weights", "width"},
+        "optim": _keys_of(MethodModule.__init__, ("method", "num_classes")),
+        "trainer": _keys_of(L.Trainer.__init__, ("callbacks", "plugins", "logger", "default_root_dir")),
+    }
+
+
+def _unknown(key: str, valid: set[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, sorted(valid), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(valid))}."
+    return ConfigError(f"unknown config key {where}{key!r}.{hint}")
+
+
+def validate(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Raise ``ConfigError`` on unknown keys (with suggestions) or an unknown method; return ``cfg``."""
+    from hkt.methods import METHODS
+
+    for key in cfg:
+        if key not in DEFAULTS:
+            raise _unknown(key, set(DEFAULTS), "")
+    for section, valid in _allowed().items():
+        if not isinstance(cfg[section], dict):
+            raise ConfigError(f"config section {section!r} must be a mapping, got {cfg[section]!r}")
+        for key in cfg[section]:
+            if key not in valid:
+                raise _unknown(key, valid, f"{section}.")
+    method = dict(cfg["method"])
+    name = method.pop("name", None)
+    if name not in METHODS:
+        raise ConfigError(f"method.name must be one of {', '.join(METHODS)}, got {name!r}")
+    valid = _keys_of(METHODS[name].__init__, ("child", "parent", "example_input", "task_loss"))
+    for key in method:
+        if key not in valid:
+            raise _unknown(key, valid, f"method ({name}).")
+    if name != "ce" and not cfg["parent"].get("arch"):
+        raise ConfigError(f"method {name!r} needs a parent: set parent.arch (and parent.weights)")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"trainer.max_epochs=3"`` -> (["trainer", "max_epochs"], 3); values are YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value (e.g. trainer.max_epochs=3)")
+    key, value = text.split("=", 1)
+    return key.strip().lstrip("-").split("."), yaml.safe_load(value)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "method" else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Defaults <- YAML file <- overrides; validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections")
+        cfg = merge(cfg, loaded)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = cfg
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                raise _unknown(k, set(node) if isinstance(node, dict) else set(), "")
+            node = node[k]
+        node[keys[-1]] = value
+    return validate(cfg)

@@ -1,0 +1,72 @@
+"""Run two paths of one network as one batch: ``[native; inherited]`` along the batch dimension.
+
+After the first gene the child carries its native features and its inherited mix side by side, so the
+blocks before that gene run once. BatchNorm is the one layer for which batching the paths would change
+the maths (statistics would pool both paths, and the running statistics of the deployed child would
+drift towards the inherited path), so while paths are stacked each BatchNorm normalises the native half
+as usual and the inherited half with its own batch statistics, without touching the running estimates.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils import _pytree as pytree
+
+
+def split_paths(output: Any, batch: int) -> tuple[Any, Any]:
+    """Split every tensor with ``2 * batch`` rows in a (nested) output into its two halves."""
+
+    def half(t: Any, first: bool) -> Any:
+        if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == 2 * batch:
+            return t[:batch] if first else t[batch:]
+        return t
+
+    return pytree.tree_map(lambda t: half(t, True), output), pytree.tree_map(lambda t: half(t, False), output)
+
+
+@contextmanager
+def per_path_batchnorm(model: nn.Module, batch: int) -> Iterator[None]:
+    """While active, BatchNorm layers fed ``2 * batch`` rows normalise each half separately."""
+    pending: dict[nn.Module, Tensor] = {}
+
+    def before(m: _BatchNorm, args: tuple[Tensor, ...]) -> Any:
+        x = args[0]
+        if x.shape[0] != 2 * batch:
+            return None
+        pending[m] = x[batch:]
+        return (x[:batch],)
+
+    def after(m: _BatchNorm, _args: Any, out: Tensor) -> Any:
+        x = pending.pop(m, None)
+        if x is None:
+            return None
+        use_batch_stats = m.training or m.running_mean is None
+        other = F.batch_norm(
+            x,
+            None if use_batch_stats else m.running_mean,
+            None if use_batch_stats else m.running_var,
+            m.weight,
+            m.bias,
+            use_batch_stats,
+            0.0,
+            m.eps,
+        )
+        return torch.cat([out, other])
+
+    handles = []
+    try:
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                handles.append(m.register_forward_pre_hook(before))
+                handles.append(m.register_forward_hook(after))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        pending.clear()

@@ -1,0 +1,132 @@
+"""Genetic Attention (GA): the Mixture step that fuses a child feature with an inherited one.
+
+Every variant is a pure function ``(q, v) -> (out, gate)`` wrapped in a small module.
+``q`` is the child's native feature (the query), ``v`` the transferred parent feature (key = value).
+Shapes: ``(B, C)`` for vectors or ``(B, C, H, W)`` for feature maps; ``out`` has the shape of ``q``.
+
+``gate`` is the *inheritance rate*: the fraction of the way from ``q`` towards ``v`` that the output
+moves, ``out = q + gate * (v - q)`` (per sample for vectors, per position for maps, shape ``(B, 1[, H, W])``),
+so gates of different variants are directly comparable in logs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def gated_attention(q: Tensor, v: Tensor, lam: float = 0.6) -> tuple[Tensor, Tensor]:
+    """Reference GA: ``s = sigmoid(<q, v> / sqrt(C))``, ``out = q + lam * (1 - s) * (v - q)``.
+
+    The child inherits *more* where child and parent disagree (small dot product, small ``s``).
+    Args: q, v: ``(B, C)`` or ``(B, C, H, W)``. Returns ``(out, gate)`` with gate ``(B, 1[, H, W])``.
+    """
+    s = torch.sigmoid((q * v).sum(dim=1, keepdim=True) / math.sqrt(q.shape[1]))
+    gate = lam * (1.0 - s)
+    return q + gate * (v - q), gate
+
+
+def static_attention(q: Tensor, v: Tensor, parent_weight: float = 0.7) -> tuple[Tensor, Tensor]:
+    """Fixed blend ``out = parent_weight * v + (1 - parent_weight) * q`` (reference: 0.7 / 0.3)."""
+    gate = torch.full_like(q[:, :1], parent_weight)
+    return parent_weight * v + (1.0 - parent_weight) * q, gate
+
+
+def learned_attention(q: Tensor, v: Tensor, logits: Tensor, lam: float = 0.6) -> tuple[Tensor, Tensor]:
+    """Learned GA: ``a = sigmoid(logits)``, ``out = q + lam * a * (v - q)``; ``logits`` is ``(B, 1[, H, W])``."""
+    gate = lam * torch.sigmoid(logits)
+    return q + gate * (v - q), gate
+
+
+def dot_attention(q: Tensor, v: Tensor, lam: float = 0.6) -> tuple[Tensor, Tensor]:
+    """Spatial scaled dot-product attention: each child position reads a softmax-weighted mix of all
+    parent positions, ``a = softmax(q^T v / sqrt(C))``, ``out = q + lam * (a v - q)``.
+
+    Vectors are one position, so the attended value is ``v`` itself. The gate reported is ``lam``
+    times the attention each position pays to its own location in the parent, ``(B, 1[, H, W])``.
+    """
+    if q.dim() == 2:
+        return q + lam * (v - q), torch.full_like(q[:, :1], lam)
+    b, c, h, w = q.shape
+    queries = q.flatten(2).transpose(1, 2)  # (B, HW, C)
+    values = v.flatten(2).transpose(1, 2)
+    attn = torch.softmax(queries @ values.transpose(1, 2) / math.sqrt(c), dim=-1)  # (B, HW, HW)
+    read = (attn @ values).transpose(1, 2).reshape(b, c, h, w)
+    gate = lam * attn.diagonal(dim1=1, dim2=2).reshape(b, 1, h, w)
+    return q + lam * (read - q), gate
+
+
+class GeneticAttention(nn.Module):
+    """Base class: ``forward(q, v) -> out`` and keeps the last gate in ``self.gate`` for logging."""
+
+    gate: Tensor | None = None
+
+    def mix(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, q: Tensor, v: Tensor) -> Tensor:
+        out, gate = self.mix(q, v)
+        self.gate = gate.detach()
+        return out
+
+
+class GatedAttention(GeneticAttention):
+    def __init__(self, lam: float = 0.6) -> None:
+        super().__init__()
+        self.lam = lam
+
+    def mix(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return gated_attention(q, v, self.lam)
+
+
+class StaticAttention(GeneticAttention):
+    def __init__(self, parent_weight: float = 0.7) -> None:
+        super().__init__()
+        self.parent_weight = parent_weight
+
+    def mix(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return static_attention(q, v, self.parent_weight)
+
+
+class LearnedAttention(GeneticAttention):
+    """Gate from a linear (vectors) or 1x1 conv (maps) on ``[q, v]``; starts at ``a = 0.5`` everywhere."""
+
+    def __init__(self, channels: int, spatial: bool, lam: float = 0.6) -> None:
+        super().__init__()
+        self.lam = lam
+        self.score = nn.Conv2d(2 * channels, 1, 1) if spatial else nn.Linear(2 * channels, 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+
+    def mix(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return learned_attention(q, v, self.score(torch.cat([q, v], dim=1)), self.lam)
+
+
+class DotAttention(GeneticAttention):
+    def __init__(self, lam: float = 0.6) -> None:
+        super().__init__()
+        self.lam = lam
+
+    def mix(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return dot_attention(q, v, self.lam)
+
+
+ATTENTIONS = ("gated", "static", "learned", "dot")
+
+
+def build_attention(
+    kind: str, channels: int, spatial: bool, lam: float = 0.6, parent_weight: float = 0.7
+) -> GeneticAttention:
+    """Build a GA module by name (one of ``ATTENTIONS``) for a gene of ``channels`` channels."""
+    if kind == "gated":
+        return GatedAttention(lam)
+    if kind == "static":
+        return StaticAttention(parent_weight)
+    if kind == "learned":
+        return LearnedAttention(channels, spatial, lam)
+    if kind == "dot":
+        return DotAttention(lam)
+    raise ValueError(f"unknown genetic attention {kind!r}; choose one of {', '.join(ATTENTIONS)}")
+

@@ -1,0 +1,205 @@
+"""ETM engine: extract parent genes, transfer them, mix them into the child, and (reverse direction)
+run the parent's downstream blocks on the child's mix.
+
+Cost model, the point of this module: the parent runs **once**. Its forward is paused inside the hook of
+its last gene (in execution order); by then every parent gene has been extracted, so the child's whole
+forward runs right there, with native and inherited paths stacked along the batch from the first child
+gene onwards (``dual_path``). The parent then resumes from its last gene on the child's mix, which gives
+the parent term of the objective with gradients flowing through the frozen parent into the child. Work
+before the first gene is never computed twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hkt.core.dual_path import per_path_batchnorm, split_paths
+from hkt.core.extract import extracting, hooks
+from hkt.core.gene import Gene
+from hkt.core.genetic_attention import build_attention
+from hkt.core.transfer import GeneShapeError, build_adapter
+
+
+class _ParentDone(Exception):
+    """Raised inside the parent's last gene hook when nothing downstream of it is needed."""
+
+
+@dataclass
+class Inherited:
+    """Outputs of one inheritance pass (``B`` = batch size). Any field not requested is ``None``."""
+
+    child: Any = None  # the child alone, as deployed
+    inherited: Any = None  # the child with the inherited mixes flowing through its remaining blocks
+    parent_on_mix: Any = None  # the frozen parent's downstream blocks on the child's mix
+    parent: Any = None  # the parent's own output
+    parent_features: dict[str, Tensor] = field(default_factory=dict)  # gene name -> parent feature
+    child_features: dict[str, Tensor] = field(default_factory=dict)  # gene name -> child native feature
+
+
+def as_args(x: Any) -> tuple[Any, ...]:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _batch_size(args: tuple[Any, ...]) -> int:
+    for leaf in torch.utils._pytree.tree_leaves(args):
+        if isinstance(leaf, Tensor):
+            return leaf.shape[0]
+    raise TypeError("the model input contains no tensor")
+
+
+def trace_blocks(model: nn.Module, paths: Sequence[str], args: tuple[Any, ...], role: str) -> dict[str, Tensor]:
+    """Run ``model`` once; return ``{path: output}`` in the order the blocks fired."""
+    calls: dict[str, int] = {}
+    with extracting(model, paths, role) as store, hooks(
+        model, {p: (lambda p: lambda *_: calls.__setitem__(p, calls.get(p, 0) + 1))(p) for p in paths}, role
+    ):
+        model(*args)
+    missing = [p for p in paths if p not in store]
+    if missing:
+        raise GeneShapeError(f"{role} block(s) {missing} never ran during a forward pass; choose blocks on the forward path")
+    repeated = [p for p, n in calls.items() if n > 1]
+    if repeated:
+        raise GeneShapeError(f"{role} block(s) {repeated} run more than once per forward; a gene needs a block used once")
+    bad = [p for p in paths if not isinstance(store[p], Tensor)]
+    if bad:
+        raise GeneShapeError(f"{role} block(s) {bad} do not return a single tensor; pick a block that does")
+    return store
+
+
+class Inheritance(nn.Module):
+    """Transfer adapters and Genetic Attention for a list of genes, sized by one dry run.
+
+    Args:
+        parent, child: the two networks (not stored here; the method that owns them passes them in).
+        genes: which blocks carry genes.
+        example_input: one input batch (a tensor, or a tuple of positional inputs) for the dry run.
+        attention: ``gated`` | ``static`` | ``learned`` | ``dot``; ``lam`` and ``parent_weight`` as in GA.
+        reverse: build the child->parent adapter needed to run the parent downstream on the child's mix.
+    """
+
+    def __init__(
+        self,
+        parent: nn.Module,
+        child: nn.Module,
+        genes: Sequence[Gene],
+        example_input: Any,
+        attention: str = "gated",
+        lam: float = 0.6,
+        parent_weight: float = 0.7,
+        reverse: bool = True,
+    ) -> None:
+        super().__init__()
+        self.genes = list(genes)
+        args = as_args(example_input)
+        was_training = child.training
+        parent.eval(), child.eval()
+        with torch.no_grad():
+            p_feats = trace_blocks(parent, [g.parent for g in self.genes], args, "parent")
+            c_feats = trace_blocks(child, [g.child for g in self.genes], args, "child")
+        child.train(was_training)
+        by_parent = {g.parent: i for i, g in enumerate(self.genes)}
+        by_child = {g.child: i for i, g in enumerate(self.genes)}
+        self.parent_order = [by_parent[p] for p in p_feats]
+        self.child_order = [by_child[c] for c in c_feats]
+        self.transfers = nn.ModuleList()
+        self.attentions = nn.ModuleList()
+        for g in self.genes:
+            p_shape, c_shape = tuple(p_feats[g.parent].shape[1:]), tuple(c_feats[g.child].shape[1:])
+            self.transfers.append(build_adapter(p_shape, c_shape, g.name))
+            self.attentions.append(build_attention(attention, c_shape[0], len(c_shape) == 3, lam, parent_weight))
+        last = self.genes[self.parent_order[-1]]
+        self.back = (
+            build_adapter(tuple(c_feats[last.child].shape[1:]), tuple(p_feats[last.parent].shape[1:]), last.name)
+            if reverse
+            else None
+        )
+
+    def gates(self) -> dict[str, Tensor]:
+        """Mean inheritance rate per gene over the last batch: ``{gene name: scalar}``."""
+        return {g.name: a.gate.float().mean() for g, a in zip(self.genes, self.attentions) if a.gate is not None}
+
+    def forward(
+        self,
+        parent: nn.Module,
+        child: nn.Module,
+        x: Any,
+        native: bool = True,
+        parent_on_mix: bool = True,
+        parent_own: bool = False,
+    ) -> Inherited:
+        """One pass: parent once, child (native + inherited paths), parent downstream on the mix.
+
+        Args:
+            x: the input batch (tensor or tuple of positional inputs), ``B`` samples.
+            native: also compute the child alone (stacked with the inherited path from the first gene on).
+            parent_on_mix: run the parent downstream of its last gene on the child's mix.
+            parent_own: also return the parent's own output (e.g. for an extra KD term).
+        """
+        args = as_args(x)
+        b = _batch_size(args)
+        result = Inherited()
+        v: dict[int, Tensor] = {}
+        mixes: dict[int, Tensor] = {}
+        first_child, last_parent = self.child_order[0], self.parent_order[-1]
+
+        def child_hook(i: int):
+            def hook(_m: nn.Module, _inp: Any, q: Tensor) -> Tensor:
+                stacked = native and i != first_child
+                q_native, q_inh = (q[:b], q[b:]) if stacked else (q, q)
+                result.child_features[self.genes[i].name] = q_native
+                mixes[i] = self.attentions[i](q_inh, self.transfers[i](v[i]))
+                if not native:
+                    return mixes[i]
+                return torch.cat([q_native, mixes[i]])
+
+            return hook
+
+        def run_child() -> None:
+            child_hooks = {self.genes[i].child: child_hook(i) for i in self.child_order}
+            with hooks(child, child_hooks, "child"), per_path_batchnorm(child, b) if native else nullcontext():
+                out = child(*args)
+            if native:
+                result.child, result.inherited = split_paths(out, b)
+            else:
+                result.inherited = out
+
+        def parent_hook(i: int):
+            def hook(_m: nn.Module, _inp: Any, out: Tensor) -> Any:
+                v[i] = out.detach()
+                result.parent_features[self.genes[i].name] = v[i]
+                if i != last_parent:
+                    return None
+                run_child()
+                if not (parent_on_mix or parent_own):
+                    raise _ParentDone
+                if not parent_on_mix:
+                    return None
+                back = self.back(mixes[i]) if self.back is not None else mixes[i]
+                return torch.cat([v[i], back]) if parent_own else back
+
+            return hook
+
+        parent_hooks = {self.genes[i].parent: parent_hook(i) for i in self.parent_order}
+        try:
+            with hooks(parent, parent_hooks, "parent"):
+                out = parent(*args)
+        except _ParentDone:
+            return result
+        if parent_on_mix and parent_own:
+            result.parent, result.parent_on_mix = split_paths(out, b)
+        elif parent_on_mix:
+            result.parent_on_mix = out
+        else:
+            result.parent = out
+        if result.parent is not None:
+            result.parent = torch.utils._pytree.tree_map(
+                lambda t: t.detach() if isinstance(t, Tensor) else t, result.parent
+            )
+        return result
+

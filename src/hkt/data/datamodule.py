@@ -1,0 +1,183 @@
+"""Lightning data module for small image-classification datasets held in memory as uint8 arrays.
+
+Splits: a seeded validation split carved from the training set (``val_from: train``, default), or, for
+pretrained checkpoints that saw the whole training set, a seeded half of the test set (``val_from: test``;
+the other half is then the test split). The test split is evaluated once, at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms import v2
+
+from hkt.data import sources
+
+DATASETS = {
+    # name: (loader, mean, std, crop padding for training augmentation, horizontal flip)
+    # CIFAR uses ImageNet statistics: the published checkpoints were trained with them.
+    "cifar10": (sources.cifar10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 4, True),
+    "fashion_mnist": (sources.fashion_mnist, (0.2860,), (0.3530,), 2, True),
+}
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffles by ``(seed, epoch)`` and yields ``(index, epoch)`` so that augmentation is seeded per sample
+    and epoch too: an interrupted run resumed at epoch ``e`` sees exactly the batches it would have seen,
+    whatever the number of workers. Being a ``DistributedSampler``, it also shards under DDP."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(
+            dataset,
+            num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0,
+            shuffle=True,
+            seed=seed,
+            drop_last=True,
+        )
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        return ((i, self.epoch) for i in super().__iter__())
+
+
+class ArrayDataset(Dataset):
+    """``images`` uint8 ``(N, H, W, C)``, ``labels`` ``(N,)``; items are ``(float (C, H, W), int)``.
+
+    Indexed by ``i`` or by ``(i, epoch)`` (from ``EpochSampler``): the latter seeds the random transform
+    with ``(seed, epoch, i)``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any, seed: int = 0) -> None:
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # a view: no copy
+        self.labels = torch.from_numpy(labels)
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        if isinstance(key, tuple):
+            i, epoch = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF)
+                return self.transform(self.images[i]), self.labels[i]
+        return self.transform(self.images[key]), self.labels[key]
+
+
+class ImageClassificationData(L.LightningDataModule):
+    """Args:
+        name: ``cifar10`` | ``fashion_mnist``.
+        root: dataset folder (see ``hkt.data.sources``); ``None`` uses the environment defaults.
+        val_size: validation images (from train, or from test when ``val_from == "test"``).
+        val_from: ``train`` | ``test``.
+        train_subset: use only this many training images (after carving validation), ``None`` = all.
+        test_subset: evaluate on only this many test images, ``None`` = all.
+        seed: seeds the splits.
+        train_seed: seeds the order and augmentation of training batches (set from the run's seed).
+    """
+
+    def __init__(
+        self,
+        name: str = "cifar10",
+        root: str | None = None,
+        download: bool = False,
+        val_size: int = 5000,
+        val_from: str = "train",
+        train_subset: int | None = None,
+        test_subset: int | None = None,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        augment: bool = True,
+        seed: int = 0,
+        train_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        if val_from not in ("train", "test"):
+            raise ValueError(f"data.val_from must be 'train' or 'test', got {val_from!r}")
+        self.name, self.root, self.download = name, root, download
+        self.val_size, self.val_from, self.seed, self.train_seed = val_size, val_from, seed, train_seed
+        self.train_subset, self.test_subset = train_subset, test_subset
+        self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
+        loader, mean, std, pad, flip = DATASETS[name]
+        self._loader = loader
+        normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+        self.eval_transform = v2.Compose(normalize)
+        self._pad, self._flip, self._normalize = pad, flip, normalize
+        self.splits: dict[str, ArrayDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train_x, train_y, test_x, test_y = self._loader(self.root, self.download)
+        rng = np.random.default_rng(self.seed)
+        if self.val_from == "train":
+            order = rng.permutation(len(train_y))
+            val_idx, train_idx, test_idx = order[: self.val_size], order[self.val_size :], np.arange(len(test_y))
+            val_x, val_y = train_x[val_idx], train_y[val_idx]
+        else:
+            order = rng.permutation(len(test_y))
+            val_idx, test_idx, train_idx = order[: self.val_size], order[self.val_size :], np.arange(len(train_y))
+            val_x, val_y = test_x[val_idx], test_y[val_idx]
+        if self.train_subset:
+            train_idx = train_idx[: self.train_subset]
+        if self.test_subset:
+            test_idx = test_idx[: self.test_subset]
+        for split, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
+            if len(idx) == 0:
+                raise ValueError(f"the {split} split is empty; check data.val_size / data.train_subset / data.test_subset")
+        size = train_x.shape[1:3]
+        augmentation: list[Any] = [v2.RandomCrop(size, padding=self._pad)] if self._pad else []
+        augmentation += [v2.RandomHorizontalFlip()] if self._flip else []
+        train_transform = v2.Compose((augmentation if self.augment else []) + self._normalize)
+        self.splits = {
+            "train": ArrayDataset(train_x[train_idx], train_y[train_idx], train_transform, self.train_seed),
+            "val": ArrayDataset(val_x, val_y, self.eval_transform),
+            "test": ArrayDataset(test_x[test_idx], test_y[test_idx], self.eval_transform),
+        }
+        self.num_classes = int(train_y.max()) + 1
+        self.in_channels = train_x.shape[3]
+
+    def describe(self) -> dict[str, Any]:
+        """Sizes and provenance of the splits, recorded with every result."""
+        self.setup()
+        return {
+            "dataset": self.name,
+            "val_from": self.val_from,
+            "sizes": {k: len(v) for k, v in self.splits.items()},
+            "split_seed": self.seed,
+        }
+
+    def example_input(self, n: int = 2) -> Tensor:
+        """A small real batch ``(n, C, H, W)`` for dry runs (adapter sizing)."""
+        self.setup()
+        return torch.stack([self.splits["val"][i][0] for i in range(n)])
+
+    def _loader_for(self, split: str) -> DataLoader:
+        self.setup()
+        data = self.splits[split]
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(data, self.train_seed) if split == "train" else None,
+            drop_last=split == "train",
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader_for("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader_for("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader_for("test")

@@ -1,0 +1,69 @@
+"""The contract every training method follows (HKT and the baselines), so a comparison changes only
+the method name: ``forward_train(x, y) -> (child_output, {loss name: scalar})``; the total loss is the
+sum of the dict. The parent is frozen and in eval mode whatever ``.train()`` is called with.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TaskLoss = Callable[[Any, Any], Tensor]
+
+
+class Method(nn.Module):
+    """Holds ``child`` (trained, deployed) and optionally ``parent`` (frozen, discarded after training).
+
+    Args:
+        child: the network being trained; its architecture is what ships.
+        parent: a pretrained network, or ``None`` for methods that need none.
+        task_loss: ``(output, target) -> scalar`` (cross-entropy by default).
+    """
+
+    def __init__(self, child: nn.Module, parent: nn.Module | None = None, task_loss: TaskLoss = F.cross_entropy) -> None:
+        super().__init__()
+        self.child = child
+        self.parent = parent
+        self.task_loss = task_loss
+        if parent is not None:
+            parent.requires_grad_(False)
+            parent.eval()
+
+    def train(self, mode: bool = True) -> "Method":
+        super().train(mode)
+        if self.parent is not None:
+            self.parent.eval()  # BatchNorm statistics of the parent never drift
+        return self
+
+    def forward(self, x: Any) -> Any:
+        """Inference: the child alone."""
+        return self.child(x)
+
+    def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def learnable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser owns: everything except the parent."""
+        return [p for n, p in self.named_parameters() if not n.startswith("parent.") and p.requires_grad]
+
+    def log_values(self) -> dict[str, Tensor]:
+        """Extra scalars to log after a training step (e.g. gate values)."""
+        return {}
+
+    def export_child(self) -> nn.Module:
+        """A standalone copy of the child: same class and state_dict keys, no hooks, no adapters."""
+        child = copy.deepcopy(self.child).eval()
+        for m in child.modules():
+            if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
+                raise RuntimeError(f"hook left on child module {type(m).__name__}; export is only valid outside a step")
+        return child
+
+
+def kd_loss(student: Tensor, teacher: Tensor, temperature: float = 4.0) -> Tensor:
+    """Hinton KD: ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean. Logits ``(B, K)``."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean", log_target=True) * t * t

@@ -1,0 +1,50 @@
+"""``fitnet``: Romero et al. 2015 — task loss + MSE between a learned regressor of the child's feature
+and the parent's feature at one gene (the "hint")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hkt.core.extract import extracting
+from hkt.core.gene import Gene, parse_genes
+from hkt.core.inheritance import as_args, trace_blocks
+from hkt.core.transfer import build_adapter
+from hkt.methods.base import Method, TaskLoss
+
+
+class FitNet(Method):
+    def __init__(
+        self,
+        child: nn.Module,
+        parent: nn.Module,
+        genes: Any,
+        example_input: Any,
+        hint_weight: float = 1.0,
+        task_loss: TaskLoss = F.cross_entropy,
+    ) -> None:
+        super().__init__(child, parent, task_loss)
+        genes = parse_genes(genes)
+        if len(genes) != 1:
+            raise ValueError(f"fitnet uses exactly one hint gene, got {len(genes)}: {[g.name for g in genes]}")
+        self.gene: Gene = genes[0]
+        self.hint_weight = hint_weight
+        args = as_args(example_input)
+        was = child.training
+        child.eval()
+        with torch.no_grad():
+            p = trace_blocks(parent, [self.gene.parent], args, "parent")[self.gene.parent]
+            c = trace_blocks(child, [self.gene.child], args, "child")[self.gene.child]
+        child.train(was)
+        self.regressor = build_adapter(tuple(c.shape[1:]), tuple(p.shape[1:]), self.gene.name)
+
+    def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
+        with torch.no_grad(), extracting(self.parent, [self.gene.parent], "parent") as pf:
+            self.parent(x)
+        with extracting(self.child, [self.gene.child], "child") as cf:
+            out = self.child(x)
+        hint = F.mse_loss(self.regressor(cf[self.gene.child]), pf[self.gene.parent])
+        return out, {"task": self.task_loss(out, y), "hint": self.hint_weight * hint}

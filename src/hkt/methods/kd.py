@@ -1,0 +1,34 @@
+"""``kd``: Hinton et al. 2015 — task loss + ``kd_weight * T^2 KL`` to the parent's softened logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hkt.methods.base import Method, TaskLoss, kd_loss
+
+
+class KD(Method):
+    def __init__(
+        self,
+        child: nn.Module,
+        parent: nn.Module,
+        temperature: float = 4.0,
+        kd_weight: float = 1.0,
+        task_weight: float = 1.0,
+        task_loss: TaskLoss = F.cross_entropy,
+    ) -> None:
+        super().__init__(child, parent, task_loss)
+        self.temperature, self.kd_weight, self.task_weight = temperature, kd_weight, task_weight
+
+    def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
+        with torch.no_grad():
+            teacher = self.parent(x)
+        out = self.child(x)
+        return out, {
+            "task": self.task_weight * self.task_loss(out, y),
+            "kd": self.kd_weight * kd_loss(out, teacher, self.temperature),
+        }

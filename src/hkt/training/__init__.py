@@ -1,0 +1,1 @@
+"""Training on Lightning: the module, checkpoints, configuration and the fit/test entry points."""

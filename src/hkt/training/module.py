@@ -1,0 +1,97 @@
+"""The LightningModule: *what* a step computes for any ``Method``; Lightning's Trainer owns the *how*
+(devices, DDP, precision, checkpoints, progress bars, logs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from hkt.methods.base import Method
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN/inf; the run stops and its last good checkpoint is kept."""
+
+
+class ParentInOptimizerError(RuntimeError):
+    """A parent parameter would be trained; the parent must stay frozen."""
+
+
+class MethodModule(L.LightningModule):
+    """Trains ``method`` with SGD (momentum, weight decay) and a per-epoch lr schedule; validates and tests
+    the child alone with top-1 accuracy.
+
+    Args:
+        schedule: ``cosine`` (to 0 over ``max_epochs``), ``step`` (x0.1 at 50% and 75%) or ``constant``.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        num_classes: int,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        nesterov: bool = False,
+        schedule: str = "cosine",
+    ) -> None:
+        super().__init__()
+        if schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"optim.schedule must be cosine, step or constant, got {schedule!r}")
+        self.method = method
+        self.lr, self.momentum, self.weight_decay, self.nesterov, self.schedule = lr, momentum, weight_decay, nesterov, schedule
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.method(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        _, losses = self.method.forward_train(x, y)
+        loss = torch.stack(list(losses.values())).sum()
+        if not math.isfinite(loss.item()):
+            parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            raise NonFiniteLossError(
+                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} ({parts}). "
+                "The last good checkpoint is kept; lower the learning rate or use 32-bit precision, then resume."
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True)
+        self.log_dict(self.method.log_values(), on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_acc(self.method(x), y)
+        self.log("val/acc", self.val_acc, prog_bar=True, on_epoch=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.test_acc(self.method(x), y)
+        self.log("test/acc", self.test_acc, on_epoch=True)
+
+    def configure_optimizers(self) -> Any:
+        params = self.method.learnable_parameters()
+        if self.method.parent is not None:
+            parent_ids = {id(p) for p in self.method.parent.parameters()}
+            leaked = [n for n, p in self.method.parent.named_parameters() if id(p) in {id(q) for q in params} or p.requires_grad]
+            if leaked or any(id(p) in parent_ids for p in params):
+                raise ParentInOptimizerError(
+                    f"parent parameters would be trained: {leaked[:5]}{' …' if len(leaked) > 5 else ''}. The parent is frozen "
+                    "in HKT; do not call parent.requires_grad_(True) or return parent parameters from learnable_parameters()."
+                )
+        opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        if self.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        elif self.schedule == "step":
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, [epochs // 2, (3 * epochs) // 4], 0.1)
+        else:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
