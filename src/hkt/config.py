@@ -55,7 +55,7 @@ def _allowed() -> dict[str, set[str]]:
 def _unknown(key: str, valid: set[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, sorted(valid), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(valid))}."
-    return ConfigError(f"unknown config key {where}{key!r}.{hint}")
+    return ConfigError(f"unknown config key '{where}{key}'.{hint}")
 
 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     valid = _keys_of(METHODS[name].__init__, ("child", "parent", "example_input", "task_loss"))
     for key in method:
         if key not in valid:
-            raise _unknown(key, valid, f"method ({name}).")
+            raise _unknown(key, valid, "method.")
     if name != "ce" and not cfg["parent"].get("arch"):
         raise ConfigError(f"method {name!r} needs a parent: set parent.arch (and parent.weights)")
     return cfg

@@ -51,12 +51,14 @@ def _loggers(out: Path) -> list[Any]:
 def make_trainer(cfg: dict[str, Any], extra_callbacks: list[Any] | None = None) -> tuple[L.Trainer, ModelCheckpoint, History]:
     out = Path(cfg["out_dir"])
     ckpt_dir = out / "checkpoints"
-    best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val/acc", mode="max", save_top_k=1, save_last=True, enable_version_counter=False)
+    best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val/acc", mode="max", save_top_k=1, enable_version_counter=False)
+    # every epoch, whatever the validation score: what --resume continues from
+    last = ModelCheckpoint(ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
     history = History(out / "history.json")
     trainer = L.Trainer(
         default_root_dir=str(out),
         logger=_loggers(out),
-        callbacks=[best, history, *(extra_callbacks or [])],
+        callbacks=[best, last, history, *(extra_callbacks or [])],
         plugins=[AtomicCheckpointIO()],
         **cfg["trainer"],
     )
@@ -75,6 +77,7 @@ def fit(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True)
     wall = time.perf_counter() - start
+    summary = history.summary()  # before testing: loading the best checkpoint restores callback state too
     test_last = trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"]
     test_best = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path, verbose=False, weights_only=True)[0]["test/acc"]
     record = {
@@ -86,7 +89,7 @@ def fit(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
         "test_acc_last_epoch": test_last,
         "fit_wall_s": wall,
         "child_params": sum(p.numel() for p in module.method.child.parameters()),
-        **history.summary(),
+        **summary,
     }
     if trainer.is_global_zero:
         write_atomic(out / "result.json", json.dumps(record, indent=1, default=str))

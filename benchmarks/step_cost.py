@@ -1,0 +1,158 @@
+"""Cost of one training step per method, relative to KD, for the same parent and child.
+
+    python benchmarks/step_cost.py [--steps 30] [--batch 128] [--out benchmarks/results/step_cost]
+
+ResNet-56 parent -> ResNet-20 child, CIFAR-sized random input (cost does not depend on pixel values),
+SGD step included. Each method runs in its own process so that peak memory (peak RSS growth during the
+steps, over the RSS after building) is not polluted by the others. Also times inference of the exported
+HKT child against a plain ResNet-20. Writes ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+METHODS = {
+    "ce": {"name": "ce"},
+    "kd": {"name": "kd"},
+    "fitnet": {"name": "fitnet", "genes": "layer2"},
+    "at": {"name": "at", "genes": ["layer1", "layer2", "layer3"]},
+    "hkt (pooled gene, reference)": {"name": "hkt", "genes": ["avgpool"]},
+    "hkt (genes after each stage)": {"name": "hkt", "genes": ["layer1", "layer2", "layer3"]},
+    "hkt (stages + pooled)": {"name": "hkt", "genes": ["layer1", "layer2", "layer3", "avgpool"]},
+    "hkt + kd (pooled gene)": {"name": "hkt", "genes": ["avgpool"], "kd_weight": 1.0},
+}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure(label: str, steps: int, batch: int) -> dict:
+    from hkt.methods import build_method
+    from hkt.models import build_model
+
+    torch.manual_seed(0)
+    parent, child = build_model("resnet56").eval(), build_model("resnet20")
+    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    options = dict(METHODS[label])
+    method = build_method(options.pop("name"), child, parent, x[:2], **options).train()
+    method.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(method.learnable_parameters(), lr=0.01, momentum=0.9)
+    times = []
+    base_rss = _rss_mb()
+    for i in range(steps + 3):
+        t0 = time.perf_counter()
+        _, losses = method.forward_train(x, y)
+        opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        opt.step()
+        if i >= 3:  # warm-up steps excluded
+            times.append(time.perf_counter() - t0)
+    return {"method": label, "median_step_s": statistics.median(times), "steps": steps, "peak_rss_growth_mb": _rss_mb() - base_rss}
+
+
+def inference_latency(batch: int, reps: int = 30) -> dict:
+    """Exported HKT child vs a plain ResNet-20: same class, same parameters, same latency expected."""
+    from hkt.methods import build_method
+    from hkt.models import build_model
+
+    x = torch.randn(batch, 3, 32, 32)
+    plain = build_model("resnet20").eval()
+    method = build_method("hkt", build_model("resnet20"), build_model("resnet56"), x[:2], genes=["avgpool"])
+    exported = method.export_child()
+
+    def median_time(m: torch.nn.Module) -> float:
+        ts = []
+        with torch.inference_mode():
+            for i in range(reps + 3):
+                t0 = time.perf_counter()
+                m(x)
+                if i >= 3:
+                    ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    # interleave to share any drift in machine load
+    plain_t, exp_t = [], []
+    for _ in range(3):
+        plain_t.append(median_time(plain))
+        exp_t.append(median_time(exported))
+    return {
+        "batch": batch,
+        "plain_resnet20_s": statistics.median(plain_t),
+        "exported_hkt_child_s": statistics.median(exp_t),
+        "latency_ratio": statistics.median(exp_t) / statistics.median(plain_t),
+        "params_plain": sum(p.numel() for p in plain.parameters()),
+        "params_exported": sum(p.numel() for p in exported.parameters()),
+        "same_state_dict_keys": list(plain.state_dict()) == list(exported.state_dict()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--out", default="benchmarks/results/step_cost")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.steps, args.batch)))
+        return
+    rows = []
+    for label in METHODS:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", label, "--steps", str(args.steps), "--batch", str(args.batch)],
+            check=True, capture_output=True, text=True,
+        )
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    kd = next(r for r in rows if r["method"] == "kd")
+    for r in rows:
+        r["time_vs_kd"] = r["median_step_s"] / kd["median_step_s"]
+        r["memory_vs_kd"] = r["peak_rss_growth_mb"] / kd["peak_rss_growth_mb"]
+    latency = inference_latency(args.batch)
+    record = {
+        "command": f"python benchmarks/step_cost.py --steps {args.steps} --batch {args.batch}",
+        "setup": f"parent ResNet-56, child ResNet-20, batch {args.batch}, 3x32x32, CPU, channels_last, SGD step included",
+        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
+        "rows": rows,
+        "inference": latency,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    lines = [
+        f"# Training step cost ({record['setup']})",
+        "",
+        f"`{record['command']}` on {torch.get_num_threads()} CPU threads, torch {torch.__version__}; median over {args.steps} steps after 3 warm-up steps.",
+        "",
+        "| method | median step (s) | time vs kd | peak RSS growth (MB) | memory vs kd |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['method']} | {r['median_step_s']:.3f} | {r['time_vs_kd']:.2f}x | {r['peak_rss_growth_mb']:.0f} | {r['memory_vs_kd']:.2f}x |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Exported HKT child vs plain ResNet-20, inference at batch {args.batch}: {latency['exported_hkt_child_s'] * 1e3:.1f} ms vs "
+        f"{latency['plain_resnet20_s'] * 1e3:.1f} ms (ratio {latency['latency_ratio']:.2f}); parameters "
+        f"{latency['params_exported']} vs {latency['params_plain']}; identical state_dict keys: {latency['same_state_dict_keys']}.",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
