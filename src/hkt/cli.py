@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--ckpt", default="best", help="best | last | a checkpoint path")
     p_demo = sub.add_parser("demo", help="offline Fashion-MNIST demo: parent, base, then ce / kd / hkt (minutes on a CPU)")
     p_demo.add_argument("--out", default="runs/demo")
-    p_demo.add_argument("--epochs", type=int, default=3)
-    p_demo.add_argument("--train-subset", type=int, default=12000)
+    p_demo.add_argument("--epochs", type=int, default=4)
+    p_demo.add_argument("--train-subset", type=int, default=15000)
     args, extra = parser.parse_known_args(argv)
 
     try:

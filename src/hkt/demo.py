@@ -30,7 +30,7 @@ def _run(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
     return fit(cfg, resume=(out / name / "checkpoints" / "last.ckpt").exists())
 
 
-def run_demo(out_dir: str = "runs/demo", epochs: int = 3, train_subset: int = 12000, seed: int = 0) -> list[dict[str, Any]]:
+def run_demo(out_dir: str = "runs/demo", epochs: int = 4, train_subset: int = 15000, seed: int = 0) -> list[dict[str, Any]]:
     out = Path(out_dir)
     common = [
         "data.name=fashion_mnist", f"data.train_subset={train_subset}", "data.val_size=5000", "data.num_workers=2",
