@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from hkt.methods.base import Method
 from hkt.models.weights import load_into
+from hkt.training.checkpoint_io import publish
 
 
 class ExportMismatchError(RuntimeError):
@@ -25,7 +26,7 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hkt.training.checkpoint_io import publish
+
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train_y, test_x, test_y
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -36,7 +38,7 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
     with os.fdopen(fd, "wb") as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def _cached(key: str, build) -> Arrays:  # type: ignore[no-untyped-def]
