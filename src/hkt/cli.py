@@ -1,4 +1,4 @@
-"""``hkt`` command line: fit, test, export, demo."""
+"""``hkt`` command line: fit, test, export, compare, demo."""
 
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--out", default="runs/demo")
     p_demo.add_argument("--epochs", type=int, default=4)
     p_demo.add_argument("--train-subset", type=int, default=15000)
+    p_cmp = sub.add_parser("compare", help="methods x seeds at equal budget (resumable); summary with paired t-tests")
+    p_cmp.add_argument("--config", "-c", required=True, help="grid YAML (see configs/compare_*.yaml)")
+    p_cmp.add_argument("--only", nargs="+", help="run only these methods")
+    p_cmp.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished runs")
     args, extra = parser.parse_known_args(argv)
 
     try:
@@ -49,6 +53,18 @@ def main(argv: list[str] | None = None) -> int:
             from hkt.demo import run_demo
 
             run_demo(args.out, args.epochs, args.train_subset)
+            return 0
+        if args.command == "compare":
+            from hkt.compare.grid import load_grid, run_grid
+            from hkt.compare.summary import summarize
+
+            if extra:
+                raise ValueError(f"hkt compare takes no overrides ({extra}); edit the grid file")
+            grid = load_grid(args.config)
+            if not args.summarize:
+                run_grid(grid, args.only)
+            summarize(grid)
+            print((Path(grid["out_dir"]) / "summary.md").read_text())
             return 0
         cfg = load_config(args.config, _overrides(extra))
         if args.command == "fit":

@@ -1,0 +1,1 @@
+"""Equal-budget comparisons of methods over seeds (``hkt compare``)."""

@@ -1,0 +1,128 @@
+"""``hkt compare``: methods x seeds on identical data, splits, schedule and starting weights.
+
+A grid file (YAML)::
+
+    name: fashion_mnist                 # results go to out_dir; checkpoints to work_dir (not committed)
+    out_dir: benchmarks/results/fashion_mnist
+    work_dir: runs/compare/fashion_mnist
+    seeds: [0, 1, 2]
+    metric: {test: test_acc, val: val/acc, higher_is_better: true}
+    common: {data: ..., child: {arch: resnet8, weights: "@base"}, parent: {arch: resnet20, weights: "@parent"}, ...}
+    prepare:                            # trained once, in order, before any method; "@name" = its best checkpoint
+      parent: {child: {arch: resnet20, weights: null}, parent: {arch: null}, method: {name: ce}}
+      base: {...}
+    methods:
+      ce: {method: {name: ce}, parent: {arch: null, weights: null}}
+      kd: {method: {name: kd}}
+
+Every (method, seed) run is resumable at epoch granularity and skipped once finished, so a grid can be
+stopped and continued. Each finished run's record is copied to ``out_dir/runs/<method>/seed<k>.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hkt.config import ConfigError, load_config, merge
+
+GRID_KEYS = {"name", "out_dir", "work_dir", "seeds", "metric", "common", "prepare", "methods", "notes"}
+
+
+def load_grid(path: str | Path) -> dict[str, Any]:
+    """Read and validate a grid file: every run config it implies is validated before anything trains."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file {path} does not exist")
+    grid = yaml.safe_load(path.read_text()) or {}
+    unknown = set(grid) - GRID_KEYS
+    if unknown:
+        raise ConfigError(f"unknown grid key(s) {sorted(unknown)} in {path}; valid: {sorted(GRID_KEYS)}")
+    for key in ("out_dir", "work_dir", "methods"):
+        if key not in grid:
+            raise ConfigError(f"grid {path} needs '{key}'")
+    grid.setdefault("seeds", [0, 1, 2])
+    grid.setdefault("prepare", {})
+    grid.setdefault("common", {})
+    grid["metric"] = {"test": "test_acc", "val": "val/acc", "higher_is_better": True, **(grid.get("metric") or {})}
+    for name in grid["prepare"]:
+        run_config(grid, name, None, check_refs=False)
+    for name in grid["methods"]:
+        for seed in grid["seeds"]:
+            run_config(grid, name, seed, check_refs=False)
+    return grid
+
+
+def _resolve_refs(node: Any, grid: dict[str, Any], check: bool) -> Any:
+    """Replace ``"@name"`` by the best checkpoint of prepare run ``name``."""
+    if isinstance(node, dict):
+        return {k: _resolve_refs(v, grid, check) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_refs(v, grid, check) for v in node]
+    if isinstance(node, str) and node.startswith("@"):
+        ref = node[1:]
+        if ref not in grid["prepare"]:
+            raise ConfigError(f"'{node}' refers to no prepare run; prepare runs: {sorted(grid['prepare'])}")
+        ckpt = Path(grid["work_dir"]) / "prepare" / ref / "checkpoints" / "best.ckpt"
+        if check and not ckpt.is_file():
+            raise FileNotFoundError(f"{ckpt} is missing: prepare run '{ref}' has not finished")
+        return str(ckpt)
+    return node
+
+
+def run_config(grid: dict[str, Any], name: str, seed: int | None, check_refs: bool = True) -> dict[str, Any]:
+    """The validated run config of prepare run ``name`` (``seed=None``) or of method ``name`` at ``seed``."""
+    spec = grid["prepare"][name] if seed is None else grid["methods"][name]
+    cfg = merge(grid["common"], spec or {})
+    if "method" in (spec or {}):  # a method section replaces the common one instead of merging into it
+        cfg["method"] = copy.deepcopy(spec["method"])
+    cfg = _resolve_refs(cfg, grid, check_refs)
+    work = Path(grid["work_dir"])
+    cfg["out_dir"] = str(work / "prepare" / name if seed is None else work / "runs" / name / f"seed{seed}")
+    if seed is not None:
+        cfg["seed"] = seed
+    overrides = [f"{k}={json.dumps(v)}" for k, v in cfg.items()]
+    return load_config(None, overrides)
+
+
+def _run(cfg: dict[str, Any]) -> dict[str, Any]:
+    from hkt.training.run import fit
+
+    out = Path(cfg["out_dir"])
+    if (out / "result.json").is_file():
+        return json.loads((out / "result.json").read_text())
+    return fit(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file())
+
+
+def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
+    """Run prepare runs, then every (method, seed) not yet finished; copy records to ``out_dir``."""
+    out = Path(grid["out_dir"])
+    for name in grid["prepare"]:
+        print(f"[hkt compare] prepare {name}", flush=True)
+        record = _run(run_config(grid, name, None))
+        _publish(record, out / "prepare" / f"{name}.json")
+    for seed in grid["seeds"]:  # seed-major: every method gets its first seed before any gets a third
+        for name in grid["methods"]:
+            if only and name not in only:
+                continue
+            print(f"[hkt compare] {name} seed {seed}", flush=True)
+            record = _run(run_config(grid, name, seed))
+            _publish(record, out / "runs" / name / f"seed{seed}.json")
+            from hkt.compare.summary import summarize
+
+            summarize(grid)  # the summary is always current, even if the grid is stopped
+
+
+def _publish(record: dict[str, Any], path: Path) -> None:
+    from hkt.training.checkpoint_io import write_atomic
+
+    write_atomic(path, json.dumps(record, indent=1, default=str))
+
+
+def clean_work(grid: dict[str, Any]) -> None:
+    shutil.rmtree(grid["work_dir"], ignore_errors=True)

@@ -1,0 +1,177 @@
+"""Summary of a comparison grid: mean ± std per method, paired differences against ``ce`` and ``kd`` with
+paired t-tests, the HKT loss terms and gates, and plots. Works on any scalar metric with a direction."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from hkt.training.checkpoint_io import write_atomic
+
+
+def load_records(out_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{method: {seed: record}}`` from ``out_dir/runs/<method>/seed<k>.json``."""
+    records: dict[str, dict[int, dict[str, Any]]] = {}
+    for path in sorted(Path(out_dir, "runs").glob("*/seed*.json")):
+        records.setdefault(path.parent.name, {})[int(path.stem[4:])] = json.loads(path.read_text())
+    return records
+
+
+def _ms(values: list[float], scale: float) -> str:
+    if not values:
+        return "–"
+    mean = statistics.mean(values) * scale
+    std = statistics.stdev(values) * scale if len(values) > 1 else float("nan")
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
+    """Paired difference ``a - b`` over the seeds both have, with a two-sided paired t-test."""
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    from scipy.stats import ttest_rel
+
+    diffs = [a[s] - b[s] for s in seeds]
+    p = float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if len(set(diffs)) > 1 else float("nan")
+    return {"n": len(seeds), "mean_diff": statistics.mean(diffs), "std_diff": statistics.stdev(diffs), "p_value": p}
+
+
+def summarize(grid: dict[str, Any]) -> dict[str, Any]:
+    """Write ``summary.md``, ``summary.json`` and plots into ``grid['out_dir']``; return the summary."""
+    out = Path(grid["out_dir"])
+    metric = grid["metric"]
+    key, sign = metric["test"], (1 if metric["higher_is_better"] else -1)
+    scale = 100.0 if key.endswith("acc") else 1.0
+    unit = " (%)" if scale == 100.0 else ""
+    records = load_records(out)
+    order = [m for m in grid["methods"] if m in records]
+    test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
+    rows = []
+    for m in order:
+        recs = list(records[m].values())
+        rows.append({
+            "method": m,
+            "seeds": sorted(records[m]),
+            "test": list(test[m].values()),
+            "val": [r["val_acc_best"] for r in recs] if key == "test_acc" else [],
+            "test_last_epoch": [r.get(f"{key}_last_epoch") for r in recs if r.get(f"{key}_last_epoch") is not None],
+            "wall_s": [r["fit_wall_s"] for r in recs],
+            "median_step_s": [r["median_step_s"] for r in recs if r.get("median_step_s")],
+            "vs_ce": paired(test[m], test["ce"]) if "ce" in test and m != "ce" else None,
+            "vs_kd": paired(test[m], test["kd"]) if "kd" in test and m != "kd" else None,
+        })
+    lines = [
+        f"# {grid.get('name', out.name)}: {key}{unit}, validation-selected epoch, mean ± std over seeds",
+        "",
+        *([grid["notes"].strip(), ""] if grid.get("notes") else []),
+        f"{'Higher' if sign > 0 else 'Lower'} is better. Paired differences use the same seeds (same data order, "
+        "same starting weights); p: two-sided paired t-test (scipy). With 3 seeds a p-value is weak evidence either way.",
+        "",
+        f"| method | seeds | test{unit} | val{unit} | last-epoch test{unit} | vs ce | p | vs kd | p | step (s) | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def diff(d: dict[str, Any] | None) -> tuple[str, str]:
+        if d is None:
+            return "–", "–"
+        return f"{d['mean_diff'] * scale:+.2f} ± {d['std_diff'] * scale:.2f}", f"{d['p_value']:.3f}"
+
+    for r in rows:
+        dce, pce = diff(r["vs_ce"])
+        dkd, pkd = diff(r["vs_kd"])
+        step = f"{statistics.median(r['median_step_s']):.3f}" if r["median_step_s"] else "–"
+        lines.append(
+            f"| {r['method']} | {len(r['seeds'])} | {_ms(r['test'], scale)} | {_ms(r['val'], scale)} | "
+            f"{_ms(r['test_last_epoch'], scale)} | {dce} | {pce} | {dkd} | {pkd} | {step} | {statistics.mean(r['wall_s']):.0f} |"
+        )
+    lines += ["", *_verdicts(rows, sign, scale), "", *_hkt_diagnostics(records, order)]
+    lines += ["", "Plots: `val_curves.png` (validation metric per epoch, band = ± std over seeds), `gates.png` (mean inheritance rate per gene, HKT runs)."]
+    write_atomic(out / "summary.md", "\n".join(lines) + "\n")
+    summary = {"metric": metric, "rows": rows}
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    _plots(records, order, grid, out)
+    return summary
+
+
+def _verdicts(rows: list[dict[str, Any]], sign: int, scale: float) -> list[str]:
+    lines = ["## Does HKT beat `ce` and `kd`?", ""]
+    for r in rows:
+        if not r["method"].startswith("hkt"):
+            continue
+        for ref in ("ce", "kd"):
+            d = r[f"vs_{ref}"]
+            if d is None:
+                continue
+            better = sign * d["mean_diff"] > 0
+            significant = d["p_value"] < 0.05
+            verdict = (
+                ("beats" if better else "loses to") + f" `{ref}`" + (" (p < 0.05)" if significant else " but not significantly (p ≥ 0.05)")
+                if d["mean_diff"] != 0
+                else f"ties `{ref}`"
+            )
+            lines.append(f"- `{r['method']}` {verdict}: {d['mean_diff'] * scale:+.2f} over {d['n']} paired seeds, p = {d['p_value']:.3f}.")
+    return lines
+
+
+def _hkt_diagnostics(records: dict[str, dict[int, dict[str, Any]]], order: list[str]) -> list[str]:
+    """Last-epoch loss terms and gates of HKT runs, mean over seeds: what the method was actually doing."""
+    lines = ["## HKT diagnostics (last epoch, mean over seeds)", "", "| method | loss terms | mean gate per gene |", "|---|---|---|"]
+    found = False
+    for m in order:
+        last = [r["epochs"][-1] for r in records[m].values() if r.get("epochs")]
+        terms = sorted({k for e in last for k in e if k.startswith("train/") and k != "train/loss"})
+        gates = sorted({k for e in last for k in e if k.startswith("gate/")})
+        if not gates:
+            continue
+        found = True
+        t = ", ".join(f"{k[6:]} {statistics.mean(e[k] for e in last if k in e):.3f}" for k in terms)
+        g = ", ".join(f"{k[5:]} {statistics.mean(e[k] for e in last if k in e):.3f}" for k in gates)
+        lines.append(f"| {m} | {t} | {g} |")
+    return lines if found else []
+
+
+def _plots(records: dict[str, dict[int, dict[str, Any]]], order: list[str], grid: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    val_key = grid["metric"]["val"]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    for m in order:
+        curves = [[e[val_key] for e in r["epochs"] if val_key in e] for r in records[m].values()]
+        n = min(len(c) for c in curves)
+        if n == 0:
+            continue
+        arr = np.array([c[:n] for c in curves])
+        x = np.arange(1, n + 1)
+        ax.plot(x, arr.mean(0), marker="o", label=m)
+        ax.fill_between(x, arr.mean(0) - arr.std(0), arr.mean(0) + arr.std(0), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(val_key)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "val_curves.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    any_gate = False
+    for m in order:
+        gates = sorted({k for r in records[m].values() for e in r["epochs"] for k in e if k.startswith("gate/")})
+        for g in gates:
+            curves = [[e[g] for e in r["epochs"] if g in e] for r in records[m].values()]
+            n = min(len(c) for c in curves)
+            if n:
+                any_gate = True
+                ax.plot(np.arange(1, n + 1), np.array([c[:n] for c in curves]).mean(0), marker=".", label=f"{m}: {g[5:]}")
+    if any_gate:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mean inheritance rate g")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(out / "gates.png")
+    plt.close(fig)
