@@ -120,18 +120,19 @@ class ImageClassificationData(L.LightningDataModule):
             return
         train_x, train_y, test_x, test_y = self._loader(self.root, self.download)
         rng = np.random.default_rng(self.seed)
+        # every split is a seeded permutation: folders list images class by class, so a prefix of an
+        # unshuffled index would be a single class
+        train_order, test_order = rng.permutation(len(train_y)), rng.permutation(len(test_y))
         if self.val_from == "train":
-            order = rng.permutation(len(train_y))
-            val_idx, train_idx, test_idx = order[: self.val_size], order[self.val_size :], np.arange(len(test_y))
+            val_idx, train_idx, test_idx = train_order[: self.val_size], train_order[self.val_size :], np.sort(test_order)
             val_x, val_y = train_x[val_idx], train_y[val_idx]
         else:
-            order = rng.permutation(len(test_y))
-            val_idx, test_idx, train_idx = order[: self.val_size], order[self.val_size :], np.arange(len(train_y))
+            val_idx, test_idx, train_idx = test_order[: self.val_size], test_order[self.val_size :], train_order
             val_x, val_y = test_x[val_idx], test_y[val_idx]
         if self.train_subset:
             train_idx = train_idx[: self.train_subset]
-        if self.test_subset:
-            test_idx = test_idx[: self.test_subset]
+        if self.test_subset:  # a random subset, kept in file order
+            test_idx = np.sort(rng.permutation(test_idx)[: self.test_subset])
         for split, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
             if len(idx) == 0:
                 raise ValueError(f"the {split} split is empty; check data.val_size / data.train_subset / data.test_subset")

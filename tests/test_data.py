@@ -1,0 +1,38 @@
+"""Splits: seeded, disjoint, class-balanced subsets (image folders list images class by class)."""
+
+import numpy as np
+import pytest
+import torch
+
+from hkt.data.datamodule import ImageClassificationData
+
+
+@pytest.mark.parametrize("val_from", ["train", "test"])
+def test_splits_are_random_disjoint_and_seeded(val_from):
+    data = ImageClassificationData("cifar10", val_from=val_from, val_size=5000, train_subset=1000, test_subset=500, num_workers=0)
+    data.setup()
+    sizes = data.describe()["sizes"]
+    assert sizes == {"train": 1000, "val": 5000, "test": 500}
+    for split in ("train", "val", "test"):
+        counts = np.bincount(data.splits[split].labels.numpy(), minlength=10)
+        assert (counts > 0).all(), f"{split} split misses classes: {counts}"
+    if val_from == "test":  # the two halves of the test set do not overlap
+        val = {tuple(x.flatten()[:64].tolist()) for x in data.splits["val"].images}
+        assert not any(tuple(x.flatten()[:64].tolist()) in val for x in data.splits["test"].images)
+    again = ImageClassificationData("cifar10", val_from=val_from, val_size=5000, train_subset=1000, test_subset=500, num_workers=0)
+    again.setup()
+    assert torch.equal(again.splits["val"].labels, data.splits["val"].labels)
+
+
+def test_training_batches_are_shuffled_and_reproducible():
+    data = ImageClassificationData("fashion_mnist", val_size=500, train_subset=2000, batch_size=100, num_workers=0, train_seed=3)
+    data.setup()
+    loader = data.train_dataloader()
+    loader.sampler.set_epoch(1)
+    x1, y1 = next(iter(loader))
+    loader.sampler.set_epoch(1)
+    x2, y2 = next(iter(loader))
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert len(set(y1.tolist())) > 5
+    loader.sampler.set_epoch(2)
+    assert not torch.equal(next(iter(loader))[1], y1)
