@@ -11,6 +11,7 @@ before the first gene is never computed twice.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from hkt.core.dual_path import per_path_batchnorm, split_paths
-from hkt.core.extract import extracting, hooks
+from hkt.core.extract import hooks
 from hkt.core.gene import Gene
 from hkt.core.genetic_attention import build_attention
 from hkt.core.transfer import GeneShapeError, build_adapter
@@ -55,10 +56,17 @@ def _batch_size(args: tuple[Any, ...]) -> int:
 
 def trace_blocks(model: nn.Module, paths: Sequence[str], args: tuple[Any, ...], role: str) -> dict[str, Tensor]:
     """Run ``model`` once; return ``{path: output}`` in the order the blocks fired."""
-    calls: dict[str, int] = {}
-    with extracting(model, paths, role) as store, hooks(
-        model, {p: (lambda p: lambda *_: calls.__setitem__(p, calls.get(p, 0) + 1))(p) for p in paths}, role
-    ):
+    store: dict[str, Tensor] = {}
+    calls: Counter[str] = Counter()
+
+    def make(path: str):
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            store.setdefault(path, out)
+            calls[path] += 1
+
+        return hook
+
+    with hooks(model, {p: make(p) for p in paths}, role):
         model(*args)
     missing = [p for p in paths if p not in store]
     if missing:
@@ -98,7 +106,8 @@ class Inheritance(nn.Module):
         self.genes = list(genes)
         args = as_args(example_input)
         was_training = child.training
-        parent.eval(), child.eval()
+        parent.eval()
+        child.eval()
         with torch.no_grad():
             p_feats = trace_blocks(parent, [g.parent for g in self.genes], args, "parent")
             c_feats = trace_blocks(child, [g.child for g in self.genes], args, "child")

@@ -79,9 +79,9 @@ class MethodModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         params = self.method.learnable_parameters()
         if self.method.parent is not None:
-            parent_ids = {id(p) for p in self.method.parent.parameters()}
-            leaked = [n for n, p in self.method.parent.named_parameters() if id(p) in {id(q) for q in params} or p.requires_grad]
-            if leaked or any(id(p) in parent_ids for p in params):
+            trained = {id(p) for p in params}
+            leaked = [n for n, p in self.method.parent.named_parameters() if id(p) in trained or p.requires_grad]
+            if leaked:
                 raise ParentInOptimizerError(
                     f"parent parameters would be trained: {leaked[:5]}{' …' if len(leaked) > 5 else ''}. The parent is frozen "
                     "in HKT; do not call parent.requires_grad_(True) or return parent parameters from learnable_parameters()."
