@@ -62,7 +62,7 @@ def test_native_path_is_the_plain_child_in_train_mode():
     twin = build_model("resnet8")
     twin.load_state_dict(child.state_dict())
     x, _ = batch()
-    inh = Inheritance(parent, child, parse_genes(["layer1", "layer2", "layer3"]), x[:2], attention="gated")
+    inh = Inheritance(parent, child, parse_genes(["layer1", "layer2", "layer3"]), x[:2], attention="gated", parent_own=True)
     child.train(), twin.train()
     r = inh(parent, child, x)
     expected = twin(x)
@@ -150,3 +150,24 @@ def test_all_baselines_train_and_keep_parent_frozen():
         assert all(p.grad is None for p in parent.parameters())
         learnable = {id(p) for p in method.learnable_parameters()}
         assert not learnable & {id(p) for p in parent.parameters()}
+
+
+class SkipNet(torch.nn.Module):
+    """A skip connection from before ``mid`` to after it, as in a U-Net."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.mid, self.head = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 4, 1), torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self.head(torch.cat([s, self.mid(s)], dim=1)).mean((2, 3))
+
+
+def test_skip_across_first_gene_is_explained_at_construction():
+    x, _ = batch(2)
+    with pytest.raises(GeneShapeError, match="skip connection across the gene"):
+        build_method("hkt", SkipNet(), SkipNet(), x, genes=["mid"])
+    method = build_method("hkt", SkipNet(), SkipNet(), x, genes=["mid"], w_child=0)  # one path: fine
+    x, y = batch(4)
+    assert method.forward_train(x, y % 2)[1]["inherit"].isfinite()

@@ -88,7 +88,10 @@ class Inheritance(nn.Module):
         genes: which blocks carry genes.
         example_input: one input batch (a tensor, or a tuple of positional inputs) for the dry run.
         attention: ``gated`` | ``static`` | ``learned`` | ``dot``; ``lam`` and ``parent_weight`` as in GA.
-        reverse: build the child->parent adapter needed to run the parent downstream on the child's mix.
+        native: also compute the child alone (stacked with the inherited path from the first child gene on).
+        reverse: run the parent downstream of its last gene on the child's mix (builds the child->parent
+            adapter when shapes differ).
+        parent_own: also return the parent's own output (stacked with the mix after the parent's last gene).
     """
 
     def __init__(
@@ -100,10 +103,13 @@ class Inheritance(nn.Module):
         attention: str = "gated",
         lam: float = 0.6,
         parent_weight: float = 0.7,
+        native: bool = True,
         reverse: bool = True,
+        parent_own: bool = False,
     ) -> None:
         super().__init__()
         self.genes = list(genes)
+        self.native, self.reverse, self.parent_own = native, reverse, parent_own
         args = as_args(example_input)
         was_training = child.training
         parent.eval()
@@ -128,28 +134,42 @@ class Inheritance(nn.Module):
             if reverse
             else None
         )
+        self._rehearse(parent, child, args)
+
+    def _rehearse(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
+        """Run one full inheritance pass on the example so that a model that cannot carry stacked paths
+        fails here, with an explanation, instead of in the first training step."""
+        was_training = [m.training for m in (self, child)]
+        self.eval()
+        child.eval()
+        try:
+            with torch.no_grad():
+                self(parent, child, args)
+        except RuntimeError as e:
+            raise GeneShapeError(
+                f"an inheritance pass with genes {[g.name for g in self.genes]} failed: {e}. After the first child "
+                "gene (and, with a KD term, after the parent's last gene) the batch carries two stacked paths (2B rows); "
+                "a block after that gene that also reads a tensor from before it (e.g. a U-Net skip connection across "
+                "the gene), or code that fixes the batch size before the gene, cannot take them. Move the first gene "
+                "after such skips, or drop the stacked path (w_child=0 and kd_weight=0)."
+            ) from e
+        finally:
+            self.train(was_training[0])
+            child.train(was_training[1])
+            for a in self.attentions:
+                a.gate = None
 
     def gates(self) -> dict[str, Tensor]:
         """Mean inheritance rate per gene over the last batch: ``{gene name: scalar}``."""
         return {g.name: a.gate.float().mean() for g, a in zip(self.genes, self.attentions) if a.gate is not None}
 
-    def forward(
-        self,
-        parent: nn.Module,
-        child: nn.Module,
-        x: Any,
-        native: bool = True,
-        parent_on_mix: bool = True,
-        parent_own: bool = False,
-    ) -> Inherited:
+    def forward(self, parent: nn.Module, child: nn.Module, x: Any) -> Inherited:
         """One pass: parent once, child (native + inherited paths), parent downstream on the mix.
 
         Args:
             x: the input batch (tensor or tuple of positional inputs), ``B`` samples.
-            native: also compute the child alone (stacked with the inherited path from the first gene on).
-            parent_on_mix: run the parent downstream of its last gene on the child's mix.
-            parent_own: also return the parent's own output (e.g. for an extra KD term).
         """
+        native, parent_on_mix, parent_own = self.native, self.reverse, self.parent_own
         args = as_args(x)
         b = _batch_size(args)
         result = Inherited()

@@ -48,18 +48,12 @@ class HKT(Method):
         self.w_child, self.w_inherit, self.w_parent = w_child, w_inherit, w_parent
         self.kd_weight, self.temperature = kd_weight, temperature
         self.inheritance = Inheritance(
-            parent, child, parse_genes(genes), example_input, attention, lam, parent_weight, reverse=w_parent > 0
+            parent, child, parse_genes(genes), example_input, attention, lam, parent_weight,
+            native=w_child > 0 or kd_weight > 0, reverse=w_parent > 0, parent_own=kd_weight > 0,
         )
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        r = self.inheritance(
-            self.parent,
-            self.child,
-            x,
-            native=self.w_child > 0 or self.kd_weight > 0,
-            parent_on_mix=self.w_parent > 0,
-            parent_own=self.kd_weight > 0,
-        )
+        r = self.inheritance(self.parent, self.child, x)
         losses: dict[str, Tensor] = {}
         if r.child is not None and self.w_child > 0:
             losses["child"] = self.w_child * self.task_loss(r.child, y)
