@@ -133,45 +133,50 @@ def _hkt_diagnostics(records: dict[str, dict[int, dict[str, Any]]], order: list[
     return lines if found else []
 
 
+def _series(records: dict[int, dict[str, Any]], key: str) -> "Any":
+    """``(seeds, epochs)`` array of ``key`` over the epochs all seeds have (``None`` when absent)."""
+    import numpy as np
+
+    curves = [[e[key] for e in r["epochs"] if key in e] for r in records.values()]
+    n = min(len(c) for c in curves)
+    return np.array([c[:n] for c in curves]) if n else None
+
+
 def _plots(records: dict[str, dict[int, dict[str, Any]]], order: list[str], grid: dict[str, Any], out: Path) -> None:
+    """Curves over epochs with a ± std band; bars with ± std error bars when the budget is one epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    val_key = grid["metric"]["val"]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    for m in order:
-        curves = [[e[val_key] for e in r["epochs"] if val_key in e] for r in records[m].values()]
-        n = min(len(c) for c in curves)
-        if n == 0:
-            continue
-        arr = np.array([c[:n] for c in curves])
-        x = np.arange(1, n + 1)
-        ax.plot(x, arr.mean(0), marker="o", label=m)
-        ax.fill_between(x, arr.mean(0) - arr.std(0), arr.mean(0) + arr.std(0), alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(val_key)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "val_curves.png")
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    any_gate = False
-    for m in order:
-        gates = sorted({k for r in records[m].values() for e in r["epochs"] for k in e if k.startswith("gate/")})
-        for g in gates:
-            curves = [[e[g] for e in r["epochs"] if g in e] for r in records[m].values()]
-            n = min(len(c) for c in curves)
-            if n:
-                any_gate = True
-                ax.plot(np.arange(1, n + 1), np.array([c[:n] for c in curves]).mean(0), marker=".", label=f"{m}: {g[5:]}")
-    if any_gate:
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("mean inheritance rate g")
-        ax.legend(fontsize=6)
+    def draw(series: list[tuple[str, Any]], ylabel: str, path: Path) -> None:
+        series = [(label, a) for label, a in series if a is not None]
+        if not series:
+            return
+        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+        if max(a.shape[1] for _, a in series) == 1:
+            ax.bar(range(len(series)), [a.mean() for _, a in series], yerr=[a.std() for _, a in series], capsize=3)
+            ax.set_xticks(range(len(series)), [label for label, _ in series], rotation=40, ha="right", fontsize=7)
+            lo = min(a.mean() - a.std() for _, a in series)
+            hi = max(a.mean() + a.std() for _, a in series)
+            ax.set_ylim(max(0.0, lo - 0.1 * (hi - lo + 1e-3)), hi + 0.1 * (hi - lo + 1e-3))
+        else:
+            for label, a in series:
+                x = np.arange(1, a.shape[1] + 1)
+                ax.plot(x, a.mean(0), marker="o", label=label)
+                ax.fill_between(x, a.mean(0) - a.std(0), a.mean(0) + a.std(0), alpha=0.2)
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=6)
+        ax.set_ylabel(ylabel)
         fig.tight_layout()
-        fig.savefig(out / "gates.png")
-    plt.close(fig)
+        fig.savefig(path)
+        plt.close(fig)
+
+    val_key = grid["metric"]["val"]
+    draw([(m, _series(records[m], val_key)) for m in order], f"{val_key} (mean ± std over seeds)", out / "val_curves.png")
+    gates = []
+    for m in order:
+        for g in sorted({k for r in records[m].values() for e in r["epochs"] for k in e if k.startswith("gate/")}):
+            gates.append((f"{m}: {g[5:]}", _series(records[m], g)))
+    draw(gates, "mean inheritance rate g", out / "gates.png")
