@@ -14,6 +14,7 @@ A grid file (YAML)::
     methods:
       ce: {method: {name: ce}, parent: {arch: null, weights: null}}
       kd: {method: {name: kd}}
+    pairs: [[hkt_lr003, ce_lr003]]      # optional extra paired comparisons for the summary
 
 Every (method, seed) run is resumable at epoch granularity and skipped once finished, so a grid can be
 stopped and continued. Each finished run's record is copied to ``out_dir/runs/<method>/seed<k>.json``.
@@ -31,7 +32,7 @@ import yaml
 
 from hkt.config import ConfigError, load_config, merge
 
-GRID_KEYS = {"name", "out_dir", "work_dir", "seeds", "metric", "common", "prepare", "methods", "notes"}
+GRID_KEYS = {"name", "out_dir", "work_dir", "seeds", "metric", "common", "prepare", "methods", "notes", "pairs"}
 
 
 def load_grid(path: str | Path) -> dict[str, Any]:

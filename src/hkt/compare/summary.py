@@ -87,7 +87,7 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
             f"| {r['method']} | {len(r['seeds'])} | {_ms(r['test'], scale)} | {_ms(r['val'], scale)} | "
             f"{_ms(r['test_last_epoch'], scale)} | {dce} | {pce} | {dkd} | {pkd} | {step} | {statistics.mean(r['wall_s']):.0f} |"
         )
-    lines += ["", *_verdicts(rows, sign, scale), "", *_hkt_diagnostics(records, order)]
+    lines += ["", *_verdicts(rows, sign, scale), *_extra_pairs(grid, test, scale), "", *_hkt_diagnostics(records, order)]
     lines += ["", "Plots: `val_curves.png` (validation metric per epoch, band = ± std over seeds), `gates.png` (mean inheritance rate per gene, HKT runs)."]
     write_atomic(out / "summary.md", "\n".join(lines) + "\n")
     summary = {"metric": metric, "rows": rows}
@@ -114,6 +114,16 @@ def _verdicts(rows: list[dict[str, Any]], sign: int, scale: float) -> list[str]:
             )
             lines.append(f"- `{r['method']}` {verdict}: {d['mean_diff'] * scale:+.2f} over {d['n']} paired seeds, p = {d['p_value']:.3f}.")
     return lines
+
+
+def _extra_pairs(grid: dict[str, Any], test: dict[str, dict[int, float]], scale: float) -> list[str]:
+    """Paired comparisons the grid asks for (``pairs: [[a, b], ...]``), e.g. two runs at another lr."""
+    lines = []
+    for a, b in grid.get("pairs", []):
+        d = paired(test.get(a, {}), test.get(b, {}))
+        if d is not None:
+            lines.append(f"- `{a}` vs `{b}`: {d['mean_diff'] * scale:+.2f} ± {d['std_diff'] * scale:.2f} over {d['n']} paired seeds, p = {d['p_value']:.3f}.")
+    return ["", "Other paired comparisons:", "", *lines] if lines else []
 
 
 def _hkt_diagnostics(records: dict[str, dict[int, dict[str, Any]]], order: list[str]) -> list[str]:
@@ -166,6 +176,7 @@ def _plots(records: dict[str, dict[int, dict[str, Any]]], order: list[str], grid
                 x = np.arange(1, a.shape[1] + 1)
                 ax.plot(x, a.mean(0), marker="o", label=label)
                 ax.fill_between(x, a.mean(0) - a.std(0), a.mean(0) + a.std(0), alpha=0.2)
+            ax.set_xticks(np.arange(1, max(a.shape[1] for _, a in series) + 1))
             ax.set_xlabel("epoch")
             ax.legend(fontsize=6)
         ax.set_ylabel(ylabel)
