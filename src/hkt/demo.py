@@ -9,11 +9,9 @@ training set and tested once. Prints a table and saves ``demo.png``, ``demo.json
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from hkt.config import load_config
 from hkt.export import export

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +123,3 @@ def _publish(record: dict[str, Any], path: Path) -> None:
 
     write_atomic(path, json.dumps(record, indent=1, default=str))
 
-
-def clean_work(grid: dict[str, Any]) -> None:
-    shutil.rmtree(grid["work_dir"], ignore_errors=True)
