@@ -93,10 +93,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge of ``update`` into a copy of ``base``. A ``method`` section replaces the base one whole:
+    options of one method (e.g. ``genes``) mean nothing to another."""
     out = copy.deepcopy(base)
     for k, v in update.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "method" else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "method" else copy.deepcopy(v)
     return out
+
+
+def from_dict(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Defaults <- ``cfg`` (a partial config mapping); validated."""
+    return validate(merge(DEFAULTS, cfg))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:

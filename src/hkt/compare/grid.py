@@ -22,14 +22,15 @@ stopped and continued. Each finished run's record is copied to ``out_dir/runs/<m
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hkt.config import ConfigError, load_config, merge
+from hkt.compare.summary import summarize
+from hkt.config import ConfigError, from_dict, merge
+from hkt.training.checkpoint_io import write_atomic
 
 GRID_KEYS = {"name", "out_dir", "work_dir", "seeds", "metric", "common", "prepare", "methods", "notes", "pairs"}
 
@@ -78,16 +79,12 @@ def _resolve_refs(node: Any, grid: dict[str, Any], check: bool) -> Any:
 def run_config(grid: dict[str, Any], name: str, seed: int | None, check_refs: bool = True) -> dict[str, Any]:
     """The validated run config of prepare run ``name`` (``seed=None``) or of method ``name`` at ``seed``."""
     spec = grid["prepare"][name] if seed is None else grid["methods"][name]
-    cfg = merge(grid["common"], spec or {})
-    if "method" in (spec or {}):  # a method section replaces the common one instead of merging into it
-        cfg["method"] = copy.deepcopy(spec["method"])
-    cfg = _resolve_refs(cfg, grid, check_refs)
+    cfg = _resolve_refs(merge(grid["common"], spec or {}), grid, check_refs)  # merge replaces `method` whole
     work = Path(grid["work_dir"])
     cfg["out_dir"] = str(work / "prepare" / name if seed is None else work / "runs" / name / f"seed{seed}")
     if seed is not None:
         cfg["seed"] = seed
-    overrides = [f"{k}={json.dumps(v)}" for k, v in cfg.items()]
-    return load_config(None, overrides)
+    return from_dict(cfg)
 
 
 def _run(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -113,13 +110,9 @@ def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
             print(f"[hkt compare] {name} seed {seed}", flush=True)
             record = _run(run_config(grid, name, seed))
             _publish(record, out / "runs" / name / f"seed{seed}.json")
-            from hkt.compare.summary import summarize
-
             summarize(grid)  # the summary is always current, even if the grid is stopped
 
 
 def _publish(record: dict[str, Any], path: Path) -> None:
-    from hkt.training.checkpoint_io import write_atomic
-
     write_atomic(path, json.dumps(record, indent=1, default=str))
 

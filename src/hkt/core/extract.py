@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from hkt.core.gene import Gene
 from hkt.core.paths import module_at
+from hkt.core.transfer import GeneShapeError
 
 Hook = Callable[[nn.Module, Any, Any], Any]
 
@@ -43,3 +47,56 @@ def extracting(model: nn.Module, paths: Sequence[str], role: str = "model") -> I
 
     with hooks(model, {p: make(p) for p in paths}, role):
         yield store
+
+
+def as_args(x: Any) -> tuple[Any, ...]:
+    """A model input as positional arguments: a tuple/list is spread, anything else is one argument."""
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def trace_blocks(model: nn.Module, paths: Sequence[str], args: tuple[Any, ...], role: str) -> dict[str, Tensor]:
+    """Run ``model`` once; return ``{path: output}`` in the order the blocks fired.
+
+    Raises ``GeneShapeError`` for a block that never runs, runs more than once, or returns no single tensor.
+    """
+    store: dict[str, Tensor] = {}
+    calls: Counter[str] = Counter()
+
+    def make(path: str) -> Hook:
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            store.setdefault(path, out)
+            calls[path] += 1
+
+        return hook
+
+    with hooks(model, {p: make(p) for p in paths}, role):
+        model(*args)
+    missing = [p for p in paths if p not in store]
+    if missing:
+        raise GeneShapeError(f"{role} block(s) {missing} never ran during a forward pass; choose blocks on the forward path")
+    repeated = [p for p, n in calls.items() if n > 1]
+    if repeated:
+        raise GeneShapeError(f"{role} block(s) {repeated} run more than once per forward; a gene needs a block used once")
+    bad = [p for p in paths if not isinstance(store[p], Tensor)]
+    if bad:
+        raise GeneShapeError(f"{role} block(s) {bad} do not return a single tensor; pick a block that does")
+    return store
+
+
+def dry_run(
+    parent: nn.Module, child: nn.Module, genes: Sequence[Gene], example_input: Any
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """One eval-mode, no-grad pass of both networks on ``example_input``: the gene outputs of each, in
+    firing order (``{parent path: tensor}``, ``{child path: tensor}``), used to size adapters."""
+    args = as_args(example_input)
+    was_training = child.training
+    parent.eval()
+    child.eval()
+    try:
+        with torch.no_grad():
+            return (
+                trace_blocks(parent, [g.parent for g in genes], args, "parent"),
+                trace_blocks(child, [g.child for g in genes], args, "child"),
+            )
+    finally:
+        child.train(was_training)

@@ -11,17 +11,16 @@ before the first gene is never computed twice.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from hkt.core.dual_path import per_path_batchnorm, split_paths
-from hkt.core.extract import hooks
+from hkt.core.extract import as_args, dry_run, hooks
 from hkt.core.gene import Gene
 from hkt.core.genetic_attention import build_attention
 from hkt.core.transfer import GeneShapeError, build_adapter
@@ -39,12 +38,6 @@ class Inherited:
     inherited: Any = None  # the child with the inherited mixes flowing through its remaining blocks
     parent_on_mix: Any = None  # the frozen parent's downstream blocks on the child's mix
     parent: Any = None  # the parent's own output
-    parent_features: dict[str, Tensor] = field(default_factory=dict)  # gene name -> parent feature
-    child_features: dict[str, Tensor] = field(default_factory=dict)  # gene name -> child native feature
-
-
-def as_args(x: Any) -> tuple[Any, ...]:
-    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
 def _batch_size(args: tuple[Any, ...]) -> int:
@@ -52,32 +45,6 @@ def _batch_size(args: tuple[Any, ...]) -> int:
         if isinstance(leaf, Tensor):
             return leaf.shape[0]
     raise TypeError("the model input contains no tensor")
-
-
-def trace_blocks(model: nn.Module, paths: Sequence[str], args: tuple[Any, ...], role: str) -> dict[str, Tensor]:
-    """Run ``model`` once; return ``{path: output}`` in the order the blocks fired."""
-    store: dict[str, Tensor] = {}
-    calls: Counter[str] = Counter()
-
-    def make(path: str):
-        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            store.setdefault(path, out)
-            calls[path] += 1
-
-        return hook
-
-    with hooks(model, {p: make(p) for p in paths}, role):
-        model(*args)
-    missing = [p for p in paths if p not in store]
-    if missing:
-        raise GeneShapeError(f"{role} block(s) {missing} never ran during a forward pass; choose blocks on the forward path")
-    repeated = [p for p, n in calls.items() if n > 1]
-    if repeated:
-        raise GeneShapeError(f"{role} block(s) {repeated} run more than once per forward; a gene needs a block used once")
-    bad = [p for p in paths if not isinstance(store[p], Tensor)]
-    if bad:
-        raise GeneShapeError(f"{role} block(s) {bad} do not return a single tensor; pick a block that does")
-    return store
 
 
 class Inheritance(nn.Module):
@@ -110,14 +77,7 @@ class Inheritance(nn.Module):
         super().__init__()
         self.genes = list(genes)
         self.native, self.reverse, self.parent_own = native, reverse, parent_own
-        args = as_args(example_input)
-        was_training = child.training
-        parent.eval()
-        child.eval()
-        with torch.no_grad():
-            p_feats = trace_blocks(parent, [g.parent for g in self.genes], args, "parent")
-            c_feats = trace_blocks(child, [g.child for g in self.genes], args, "child")
-        child.train(was_training)
+        p_feats, c_feats = dry_run(parent, child, self.genes, example_input)
         by_parent = {g.parent: i for i, g in enumerate(self.genes)}
         by_child = {g.child: i for i, g in enumerate(self.genes)}
         self.parent_order = [by_parent[p] for p in p_feats]
@@ -134,7 +94,7 @@ class Inheritance(nn.Module):
             if reverse
             else None
         )
-        self._rehearse(parent, child, args)
+        self._rehearse(parent, child, as_args(example_input))
 
     def _rehearse(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
         """Run one full inheritance pass on the example so that a model that cannot carry stacked paths
@@ -181,7 +141,6 @@ class Inheritance(nn.Module):
             def hook(_m: nn.Module, _inp: Any, q: Tensor) -> Tensor:
                 stacked = native and i != first_child
                 q_native, q_inh = (q[:b], q[b:]) if stacked else (q, q)
-                result.child_features[self.genes[i].name] = q_native
                 mixes[i] = self.attentions[i](q_inh, self.transfers[i](v[i]))
                 if not native:
                     return mixes[i]
@@ -201,7 +160,6 @@ class Inheritance(nn.Module):
         def parent_hook(i: int):
             def hook(_m: nn.Module, _inp: Any, out: Tensor) -> Any:
                 v[i] = out.detach()
-                result.parent_features[self.genes[i].name] = v[i]
                 if i != last_parent:
                     return None
                 run_child()

@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.core.extract import extracting
+from hkt.core.extract import dry_run, extracting
 from hkt.core.gene import Gene, parse_genes
-from hkt.core.inheritance import as_args, trace_blocks
 from hkt.core.transfer import build_adapter
 from hkt.methods.base import Method, TaskLoss
 
@@ -32,13 +31,8 @@ class FitNet(Method):
             raise ValueError(f"fitnet uses exactly one hint gene, got {len(genes)}: {[g.name for g in genes]}")
         self.gene: Gene = genes[0]
         self.hint_weight = hint_weight
-        args = as_args(example_input)
-        was = child.training
-        child.eval()
-        with torch.no_grad():
-            p = trace_blocks(parent, [self.gene.parent], args, "parent")[self.gene.parent]
-            c = trace_blocks(child, [self.gene.child], args, "child")[self.gene.child]
-        child.train(was)
+        p_feats, c_feats = dry_run(parent, child, genes, example_input)
+        p, c = p_feats[self.gene.parent], c_feats[self.gene.child]
         self.regressor = build_adapter(tuple(c.shape[1:]), tuple(p.shape[1:]), self.gene.name)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:

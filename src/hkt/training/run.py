@@ -48,7 +48,7 @@ def _loggers(out: Path) -> list[Any]:
     return loggers
 
 
-def make_trainer(cfg: dict[str, Any], extra_callbacks: list[Any] | None = None) -> tuple[L.Trainer, ModelCheckpoint, History]:
+def make_trainer(cfg: dict[str, Any]) -> tuple[L.Trainer, ModelCheckpoint, History]:
     out = Path(cfg["out_dir"])
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val/acc", mode="max", save_top_k=1, enable_version_counter=False)
@@ -58,7 +58,7 @@ def make_trainer(cfg: dict[str, Any], extra_callbacks: list[Any] | None = None) 
     trainer = L.Trainer(
         default_root_dir=str(out),
         logger=_loggers(out),
-        callbacks=[best, last, history, *(extra_callbacks or [])],
+        callbacks=[best, last, history],
         plugins=[AtomicCheckpointIO()],
         **cfg["trainer"],
     )
