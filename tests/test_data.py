@@ -36,3 +36,22 @@ def test_training_batches_are_shuffled_and_reproducible():
     assert len(set(y1.tolist())) > 5
     loader.sampler.set_epoch(2)
     assert not torch.equal(next(iter(loader))[1], y1)
+
+
+def test_image_folder_tree_is_decoded_once(tmp_path, monkeypatch):
+    """An ImageFolder tree is cached under a key that is stable across processes."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            Image.new("RGB", (4, 4), (10, 20, 30)).save(tmp_path / "tree" / split / c / "0.png")
+    code = f"from hkt.data.sources import cifar10; print(cifar10({str(tmp_path / 'tree')!r})[0].shape)"
+    env = {**__import__("os").environ, "HKT_CACHE_DIR": str(tmp_path / "cache")}
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        assert "(2, 4, 4, 3)" in out
+    assert len(list((tmp_path / "cache" / "arrays").iterdir())) == 1

@@ -6,6 +6,7 @@ CIFAR-10 in the offline mirror. Every source is decoded once into uint8 arrays `
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import tarfile
@@ -78,7 +79,9 @@ def cifar10(root: str | os.PathLike | None = None, download: bool = False) -> Ar
         return _cached("cifar10", lambda: _cifar10_torchvision(root, download))
     for tree in (root, root / "cifar10"):
         if (tree / "train").is_dir() and (tree / "test").is_dir():
-            return _cached(f"cifar10-tree-{abs(hash(str(tree.resolve())))}", lambda: _tree(tree))
+            # a stable key: str hashes are salted per process, so hash() would miss the cache every run
+            key = hashlib.sha1(str(tree.resolve()).encode()).hexdigest()[:12]
+            return _cached(f"cifar10-tree-{key}", lambda: _tree(tree))
     archive = root / "cifar10-jpeg.tar.gz"
     if archive.is_file():
         return _cached("cifar10-jpeg75", lambda: _jpeg_archive(archive))
