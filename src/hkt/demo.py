@@ -17,15 +17,12 @@ from hkt.config import load_config
 from hkt.export import export
 from hkt.models import build_model
 from hkt.training.checkpoint_io import write_atomic
-from hkt.training.run import fit, load_trained
+from hkt.training.run import fit_or_resume, load_trained
 
 
 def _run(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
-    cfg = load_config(None, overrides + [f"out_dir={out / name}"])
-    if (out / name / "result.json").exists():  # finished earlier: reuse
-        return json.loads((out / name / "result.json").read_text())
     print(f"\n== {name} ==", flush=True)
-    return fit(cfg, resume=(out / name / "checkpoints" / "last.ckpt").exists())
+    return fit_or_resume(load_config(None, overrides + [f"out_dir={out / name}"]))
 
 
 def run_demo(out_dir: str = "runs/demo", epochs: int = 4, train_subset: int = 15000, seed: int = 0) -> list[dict[str, Any]]:

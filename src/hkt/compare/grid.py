@@ -31,6 +31,7 @@ import yaml
 from hkt.compare.summary import summarize
 from hkt.config import ConfigError, from_dict, merge
 from hkt.training.checkpoint_io import write_atomic
+from hkt.training.run import fit_or_resume
 
 GRID_KEYS = {"name", "out_dir", "work_dir", "seeds", "metric", "common", "prepare", "methods", "notes", "pairs"}
 
@@ -87,28 +88,19 @@ def run_config(grid: dict[str, Any], name: str, seed: int | None, check_refs: bo
     return from_dict(cfg)
 
 
-def _run(cfg: dict[str, Any]) -> dict[str, Any]:
-    from hkt.training.run import fit
-
-    out = Path(cfg["out_dir"])
-    if (out / "result.json").is_file():
-        return json.loads((out / "result.json").read_text())
-    return fit(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file())
-
-
 def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
     """Run prepare runs, then every (method, seed) not yet finished; copy records to ``out_dir``."""
     out = Path(grid["out_dir"])
     for name in grid["prepare"]:
         print(f"[hkt compare] prepare {name}", flush=True)
-        record = _run(run_config(grid, name, None))
+        record = fit_or_resume(run_config(grid, name, None))
         _publish(record, out / "prepare" / f"{name}.json")
     for seed in grid["seeds"]:  # seed-major: every method gets its first seed before any gets a third
         for name in grid["methods"]:
             if only and name not in only:
                 continue
             print(f"[hkt compare] {name} seed {seed}", flush=True)
-            record = _run(run_config(grid, name, seed))
+            record = fit_or_resume(run_config(grid, name, seed))
             _publish(record, out / "runs" / name / f"seed{seed}.json")
             summarize(grid)  # the summary is always current, even if the grid is stopped
 

@@ -96,6 +96,14 @@ def fit(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     return record
 
 
+def fit_or_resume(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The record of ``cfg``'s run: read when finished, else resumed from its last epoch or started."""
+    out = Path(cfg["out_dir"])
+    if (out / "result.json").is_file():
+        return json.loads((out / "result.json").read_text())
+    return fit(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file())
+
+
 def load_trained(cfg: dict[str, Any], ckpt: str = "best") -> tuple[ImageClassificationData, MethodModule]:
     """Rebuild the run of ``cfg`` and load its ``best``/``last`` checkpoint (or a checkpoint path)."""
     data, module = build(cfg)
