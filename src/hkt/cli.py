@@ -71,19 +71,18 @@ def main(argv: list[str] | None = None) -> int:
             from hkt.training.run import fit
 
             rec = fit(cfg, resume=args.resume)
-            print(json.dumps({k: rec[k] for k in ("best_epoch", "val_acc_best", "test_acc", "test_acc_last_epoch", "fit_wall_s")}, indent=1))
+            shown = {k: v for k, v in rec.items() if k in ("best_epoch", "fit_wall_s") or k.startswith(("val_", "test_"))}
+            print(json.dumps(shown, indent=1))
         elif args.command == "test":
             from hkt.training.run import test
 
             print(json.dumps(test(cfg, args.ckpt), indent=1))
         elif args.command == "export":
             from hkt.export import export
-            from hkt.models import build_model
-            from hkt.training.run import load_trained
+            from hkt.training.run import load_trained, task_of
 
             data, module = load_trained(cfg, args.ckpt)
-            child = cfg["child"]
-            fresh = build_model(child["arch"], data.num_classes, data.in_channels, child.get("width", 16))
+            fresh = task_of(cfg).build_net({**cfg["child"], "weights": None}, data)
             report = export(module.method, fresh, data.example_input(16), args.out or Path(cfg["out_dir"]) / "export")
             print(json.dumps(report, indent=1))
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:

@@ -1,7 +1,8 @@
 """Experiment configuration: YAML + dotted overrides, validated against the signatures of the objects it
 builds, so an unknown or misspelt key fails at once with the closest valid key named.
 
-Sections: ``seed``, ``out_dir``, ``data`` (``ImageClassificationData``), ``parent`` and ``child``
+Sections: ``seed``, ``out_dir``, ``task`` (``name``: classification | segmentation, + the task's options),
+``data`` (the task's data module: ``ImageClassificationData``, ``SegmentationData``), ``parent`` and ``child``
 (``arch``, ``weights``, ``width``), ``method`` (``name`` + the method's options), ``optim``
 (``MethodModule``: lr, momentum, weight_decay, nesterov, schedule), ``trainer`` (``lightning.Trainer``
 arguments, passed straight through: accelerator, devices, strategy, num_nodes, precision, max_epochs …).
@@ -20,7 +21,8 @@ import yaml
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out_dir": "runs/default",
-    "data": {"name": "cifar10"},
+    "task": {"name": "classification"},
+    "data": {},
     "parent": {"arch": None, "weights": None, "width": 16},
     "child": {"arch": "resnet20", "weights": None, "width": 16},
     "method": {"name": "ce"},
@@ -37,24 +39,27 @@ def _keys_of(fn: Any, drop: tuple[str, ...] = ()) -> set[str]:
     return {p for p in inspect.signature(fn).parameters if p not in ("self", *drop)}
 
 
-def _allowed() -> dict[str, set[str]]:
+def _allowed(task: str) -> dict[str, set[str]]:
     import lightning as L
 
-    from hkt.data.datamodule import ImageClassificationData
+    from hkt.tasks import TASKS
     from hkt.training.module import MethodModule
 
+    if task not in TASKS:
+        raise ConfigError(f"task.name must be one of {', '.join(TASKS)}, got {task!r}")
     return {
-        "data": _keys_of(ImageClassificationData.__init__, ("train_seed",)),
+        "task": {"name"} | _keys_of(TASKS[task].__init__),
+        "data": _keys_of(TASKS[task].data_class.__init__, ("train_seed",)),
         "parent": {"arch", "weights", "width"},
         "child": {"arch", "weights", "width"},
-        "optim": _keys_of(MethodModule.__init__, ("method", "num_classes")),
+        "optim": _keys_of(MethodModule.__init__, ("method", "task", "data")),
         "trainer": _keys_of(L.Trainer.__init__, ("callbacks", "plugins", "logger", "default_root_dir")),
     }
 
 
 def _unknown(key: str, valid: set[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, sorted(valid), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(valid))}."
+    hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(valid))}." if valid else " This section takes no keys here."
     return ConfigError(f"unknown config key '{where}{key}'.{hint}")
 
 
@@ -65,7 +70,9 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     for key in cfg:
         if key not in DEFAULTS:
             raise _unknown(key, set(DEFAULTS), "")
-    for section, valid in _allowed().items():
+    if not isinstance(cfg["task"], dict):
+        raise ConfigError(f"config section 'task' must be a mapping like {{name: segmentation}}, got {cfg['task']!r}")
+    for section, valid in _allowed(cfg["task"].get("name")).items():
         if not isinstance(cfg[section], dict):
             raise ConfigError(f"config section {section!r} must be a mapping, got {cfg[section]!r}")
         for key in cfg[section]:

@@ -19,12 +19,12 @@ def load_records(out_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
     return records
 
 
-def _ms(values: list[float], scale: float) -> str:
+def _ms(values: list[float], scale: float, digits: int = 2) -> str:
     if not values:
         return "–"
     mean = statistics.mean(values) * scale
     std = statistics.stdev(values) * scale if len(values) > 1 else float("nan")
-    return f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
@@ -39,15 +39,12 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
     return {"n": len(seeds), "mean_diff": statistics.mean(diffs), "std_diff": statistics.stdev(diffs), "p_value": p}
 
 
-def summarize(grid: dict[str, Any]) -> dict[str, Any]:
-    """Write ``summary.md``, ``summary.json`` and plots into ``grid['out_dir']``; return the summary."""
-    out = Path(grid["out_dir"])
-    metric = grid["metric"]
-    key, sign = metric["test"], (1 if metric["higher_is_better"] else -1)
-    scale = 100.0 if key.endswith("acc") else 1.0
-    unit = " (%)" if scale == 100.0 else ""
-    records = load_records(out)
-    order = [m for m in grid["methods"] if m in records]
+def _scale(key: str) -> tuple[float, str]:
+    """Accuracies are shown in %, other metrics (Dice, IoU, EPE) as they are."""
+    return (100.0, " (%)") if key.endswith("acc") else (1.0, "")
+
+
+def _rows(records: dict[str, dict[int, dict[str, Any]]], order: list[str], key: str, val_key: str) -> list[dict[str, Any]]:
     test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
     rows = []
     for m in order:
@@ -56,48 +53,76 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
             "method": m,
             "seeds": sorted(records[m]),
             "test": list(test[m].values()),
-            "val": [r["val_acc_best"] for r in recs] if key == "test_acc" else [],
+            "val": [r[val_key] for r in recs if r.get(val_key) is not None],
             "test_last_epoch": [r.get(f"{key}_last_epoch") for r in recs if r.get(f"{key}_last_epoch") is not None],
             "wall_s": [r["fit_wall_s"] for r in recs],
             "median_step_s": [r["median_step_s"] for r in recs if r.get("median_step_s")],
             "vs_ce": paired(test[m], test["ce"]) if "ce" in test and m != "ce" else None,
             "vs_kd": paired(test[m], test["kd"]) if "kd" in test and m != "kd" else None,
         })
+    return rows
+
+
+def summarize(grid: dict[str, Any]) -> dict[str, Any]:
+    """Write ``summary.md``, ``summary.json`` and plots into ``grid['out_dir']``; return the summary.
+
+    ``grid['metric']['test']`` is one record key or a list of them (e.g. liver and tumour Dice): each gets its
+    own table and verdicts. ``metric['val']`` is the validation metric that selected the checkpoint."""
+    out = Path(grid["out_dir"])
+    metric = grid["metric"]
+    keys = metric["test"] if isinstance(metric["test"], list) else [metric["test"]]
+    sign = 1 if metric["higher_is_better"] else -1
+    val_key = f"{metric['val'].replace('/', '_')}_best"
+    records = load_records(out)
+    order = [m for m in grid["methods"] if m in records]
     lines = [
-        f"# {grid.get('name', out.name)}: {key}{unit}, validation-selected epoch, mean ± std over seeds",
+        f"# {grid.get('name', out.name)}: {', '.join(keys)}, validation-selected epoch, mean ± std over seeds",
         "",
         *([grid["notes"].strip(), ""] if grid.get("notes") else []),
-        f"{'Higher' if sign > 0 else 'Lower'} is better. Paired differences use the same seeds (same data order, "
-        "same starting weights); p: two-sided paired t-test (scipy). With 3 seeds a p-value is weak evidence either way.",
-        "",
-        f"| method | seeds | test{unit} | val{unit} | last-epoch test{unit} | vs ce | p | vs kd | p | step (s) | wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{'Higher' if sign > 0 else 'Lower'} is better. Checkpoints are selected on `{metric['val']}`. Paired differences use "
+        "the same seeds (same data order, same starting weights); p: two-sided paired t-test (scipy). With 3 seeds a "
+        "p-value is weak evidence either way.",
     ]
+    by_metric = {}
+    for key in keys:
+        scale, unit = _scale(key)
+        digits = 2 if scale == 100.0 else 3
+        rows = by_metric[key] = _rows(records, order, key, val_key)
+        vscale, vunit = _scale(val_key.removesuffix("_best"))
+        lines += [
+            "",
+            f"## {key}{unit}",
+            "",
+            f"| method | seeds | test{unit} | {metric['val']}{vunit} | last-epoch test{unit} | vs ce | p | vs kd | p | step (s) | wall (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
 
-    def diff(d: dict[str, Any] | None) -> tuple[str, str]:
-        if d is None:
-            return "–", "–"
-        return f"{d['mean_diff'] * scale:+.2f} ± {d['std_diff'] * scale:.2f}", f"{d['p_value']:.3f}"
+        def diff(d: dict[str, Any] | None) -> tuple[str, str]:
+            if d is None:
+                return "–", "–"
+            return f"{d['mean_diff'] * scale:+.{digits}f} ± {d['std_diff'] * scale:.{digits}f}", f"{d['p_value']:.3f}"
 
-    for r in rows:
-        dce, pce = diff(r["vs_ce"])
-        dkd, pkd = diff(r["vs_kd"])
-        step = f"{statistics.median(r['median_step_s']):.3f}" if r["median_step_s"] else "–"
-        lines.append(
-            f"| {r['method']} | {len(r['seeds'])} | {_ms(r['test'], scale)} | {_ms(r['val'], scale)} | "
-            f"{_ms(r['test_last_epoch'], scale)} | {dce} | {pce} | {dkd} | {pkd} | {step} | {statistics.mean(r['wall_s']):.0f} |"
-        )
-    lines += ["", *_verdicts(rows, sign, scale), *_extra_pairs(grid, test, scale), "", *_hkt_diagnostics(records, order)]
+        for r in rows:
+            dce, pce = diff(r["vs_ce"])
+            dkd, pkd = diff(r["vs_kd"])
+            step = f"{statistics.median(r['median_step_s']):.3f}" if r["median_step_s"] else "–"
+            lines.append(
+                f"| {r['method']} | {len(r['seeds'])} | {_ms(r['test'], scale, digits)} | {_ms(r['val'], vscale, digits)} | "
+                f"{_ms(r['test_last_epoch'], scale, digits)} | {dce} | {pce} | {dkd} | {pkd} | {step} | {statistics.mean(r['wall_s']):.0f} |"
+            )
+        test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
+        lines += ["", *_verdicts(rows, sign, scale, digits, key), *_extra_pairs(grid, test, scale, digits)]
+    lines += ["", *_hkt_diagnostics(records, order)]
     lines += ["", "Plots: `val_curves.png` (validation metric per epoch, band = ± std over seeds), `gates.png` (mean inheritance rate per gene, HKT runs)."]
     write_atomic(out / "summary.md", "\n".join(lines) + "\n")
-    summary = {"metric": metric, "rows": rows}
+    summary = {"metric": metric, "by_metric": by_metric}
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     _plots(records, order, grid, out)
     return summary
 
 
-def _verdicts(rows: list[dict[str, Any]], sign: int, scale: float) -> list[str]:
-    lines = ["## Does HKT beat `ce` and `kd`?", ""]
+def _verdicts(rows: list[dict[str, Any]], sign: int, scale: float, digits: int, key: str) -> list[str]:
+    lines = [f"### Does HKT beat `ce` and `kd` on {key}?", ""]
     for r in rows:
         if not r["method"].startswith("hkt"):
             continue
@@ -112,17 +137,17 @@ def _verdicts(rows: list[dict[str, Any]], sign: int, scale: float) -> list[str]:
                 if d["mean_diff"] != 0
                 else f"ties `{ref}`"
             )
-            lines.append(f"- `{r['method']}` {verdict}: {d['mean_diff'] * scale:+.2f} over {d['n']} paired seeds, p = {d['p_value']:.3f}.")
+            lines.append(f"- `{r['method']}` {verdict}: {d['mean_diff'] * scale:+.{digits}f} over {d['n']} paired seeds, p = {d['p_value']:.3f}.")
     return lines
 
 
-def _extra_pairs(grid: dict[str, Any], test: dict[str, dict[int, float]], scale: float) -> list[str]:
+def _extra_pairs(grid: dict[str, Any], test: dict[str, dict[int, float]], scale: float, digits: int) -> list[str]:
     """Paired comparisons the grid asks for (``pairs: [[a, b], ...]``), e.g. two runs at another lr."""
     lines = []
     for a, b in grid.get("pairs", []):
         d = paired(test.get(a, {}), test.get(b, {}))
         if d is not None:
-            lines.append(f"- `{a}` vs `{b}`: {d['mean_diff'] * scale:+.2f} ± {d['std_diff'] * scale:.2f} over {d['n']} paired seeds, p = {d['p_value']:.3f}.")
+            lines.append(f"- `{a}` vs `{b}`: {d['mean_diff'] * scale:+.{digits}f} ± {d['std_diff'] * scale:.{digits}f} over {d['n']} paired seeds, p = {d['p_value']:.3f}.")
     return ["", "Other paired comparisons:", "", *lines] if lines else []
 
 

@@ -70,3 +70,27 @@ def per_path_batchnorm(model: nn.Module, batch: int) -> Iterator[None]:
         for h in handles:
             h.remove()
         pending.clear()
+
+
+@contextmanager
+def shared_skips(model: nn.Module, batch: int) -> Iterator[None]:
+    """While active, a module called with both stacked (``2 * batch`` rows) and single (``batch`` rows) tensors
+    gets the single ones repeated: a skip connection from before the first gene (a U-Net encoder feature, the
+    ``low`` input of an LRASPP head) is the same on both paths, so both read it. Works at module boundaries,
+    for positional and keyword inputs, nested in tuples, lists and dicts."""
+
+    def rows(t: Any) -> int | None:
+        return t.shape[0] if isinstance(t, Tensor) and t.dim() > 0 else None
+
+    def before(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        sizes = {rows(t) for t in pytree.tree_leaves((args, kwargs))}
+        if batch not in sizes or 2 * batch not in sizes:
+            return None
+        return pytree.tree_map(lambda t: torch.cat([t, t]) if rows(t) == batch else t, (args, kwargs))
+
+    handles = [m.register_forward_pre_hook(before, with_kwargs=True) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hkt.core.dual_path import per_path_batchnorm, split_paths
+from hkt.core.dual_path import per_path_batchnorm, shared_skips, split_paths
 from hkt.core.extract import as_args, dry_run, hooks
 from hkt.core.gene import Gene
 from hkt.core.genetic_attention import build_attention
@@ -108,10 +108,11 @@ class Inheritance(nn.Module):
         except RuntimeError as e:
             raise GeneShapeError(
                 f"an inheritance pass with genes {[g.name for g in self.genes]} failed: {e}. After the first child "
-                "gene (and, with a KD term, after the parent's last gene) the batch carries two stacked paths (2B rows); "
-                "a block after that gene that also reads a tensor from before it (e.g. a U-Net skip connection across "
-                "the gene), or code that fixes the batch size before the gene, cannot take them. Move the first gene "
-                "after such skips, or drop the stacked path (w_child=0 and kd_weight=0)."
+                "gene (and, with a KD term, after the parent's last gene) the batch carries two stacked paths (2B rows). "
+                "Skips from before the gene are shared by both paths when they enter a module call (as in hkt's U-Net), "
+                "but code that combines them with the stacked tensor inside one forward (e.g. torch.cat in a parent "
+                "module's forward) or fixes the batch size before the gene cannot take them. Call the skip-consuming "
+                "block as a module, move the first gene after such skips, or drop the stacked path (w_child=0 and kd_weight=0)."
             ) from e
         finally:
             self.train(was_training[0])
@@ -150,7 +151,8 @@ class Inheritance(nn.Module):
 
         def run_child() -> None:
             child_hooks = {self.genes[i].child: child_hook(i) for i in self.child_order}
-            with hooks(child, child_hooks, "child"), per_path_batchnorm(child, b) if native else nullcontext():
+            paths = (per_path_batchnorm(child, b), shared_skips(child, b)) if native else (nullcontext(), nullcontext())
+            with hooks(child, child_hooks, "child"), paths[0], paths[1]:
                 out = child(*args)
             if native:
                 result.child, result.inherited = split_paths(out, b)
@@ -174,7 +176,7 @@ class Inheritance(nn.Module):
 
         parent_hooks = {self.genes[i].parent: parent_hook(i) for i in self.parent_order}
         try:
-            with hooks(parent, parent_hooks, "parent"):
+            with hooks(parent, parent_hooks, "parent"), shared_skips(parent, b) if parent_on_mix and parent_own else nullcontext():
                 out = parent(*args)
         except _ParentDone:
             return result

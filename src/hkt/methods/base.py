@@ -64,6 +64,8 @@ class Method(nn.Module):
 
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float = 4.0) -> Tensor:
-    """Hinton KD: ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean. Logits ``(B, K)``."""
+    """Hinton KD: ``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` over the class dimension 1, mean
+    over everything else: per sample for logits ``(B, K)``, per pixel for dense logits ``(B, K, H, W)``."""
     t = temperature
-    return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean", log_target=True) * t * t
+    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="none", log_target=True)
+    return kl.sum(1).mean() * t * t

@@ -1,30 +1,62 @@
-"""Model zoo: ``build_model(arch, ...)`` for our CIFAR ResNets and any torchvision classification model."""
+"""Model zoo: ``build_model(arch, ...)`` for our CIFAR ResNets, our U-Net, and torchvision classification and
+segmentation models."""
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from hkt.models.cifar_resnet import DEPTHS, CifarResNet, cifar_resnet
+from hkt.models.unet import UNet
 from hkt.models.weights import REGISTRY, CheckpointMismatchError, load_into, load_weights, read_state_dict, resolve
+
+
+class SegmentationLogits(nn.Module):
+    """A torchvision segmentation model (which returns ``{"out": logits, "aux": ...}``) as a module that returns
+    the ``(B, K, H, W)`` logits, so every method and metric sees one tensor. Gene paths start with ``net.``
+    (e.g. ``net.backbone.12`` in LRASPP-MobileNetV3)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)["out"]
+
+
+def _torchvision(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise ValueError(f"torchvision has no model {name!r}; see torchvision.models.list_models()")
+    if name in torchvision.models.list_models(module=torchvision.models.segmentation):
+        if in_channels != 3:
+            raise ValueError(
+                f"torchvision:{name} takes 3 input channels, the data has {in_channels}; for CT use 2.5-D input with "
+                "one neighbouring slice on each side (data.context=1) or use arch unet<depth>"
+            )
+        # weights_backbone=None: no ImageNet download at build time (pass weights=... to load a checkpoint)
+        return SegmentationLogits(torchvision.models.get_model(name, num_classes=num_classes, weights=None, weights_backbone=None))
+    return torchvision.models.get_model(name, num_classes=num_classes)
 
 
 def build_model(
     arch: str, num_classes: int = 10, in_channels: int = 3, width: int = 16, weights: str | None = None
 ) -> nn.Module:
-    """``resnet20`` … ``resnet1202`` (CIFAR ResNets) or ``torchvision:<name>`` (e.g. ``torchvision:resnet18``).
+    """``resnet20`` … ``resnet1202`` (CIFAR ResNets), ``unet<depth>`` (e.g. ``unet4``; ``width`` = first-level
+    channels) or ``torchvision:<name>`` (e.g. ``torchvision:resnet18``, ``torchvision:lraspp_mobilenet_v3_large``).
 
     ``weights``: a registry name (``resnet56-cifar10``), a file path, or ``None`` for random init.
     """
     if arch.startswith("resnet") and arch[6:].isdigit():
         model: nn.Module = cifar_resnet(int(arch[6:]), num_classes, width, in_channels)
+    elif arch.startswith("unet") and arch[4:].isdigit():
+        model = UNet(in_channels, num_classes, width, int(arch[4:]))
     elif arch.startswith("torchvision:"):
-        import torchvision
-
-        model = torchvision.models.get_model(arch.split(":", 1)[1], num_classes=num_classes)
+        model = _torchvision(arch.split(":", 1)[1], num_classes, in_channels)
     else:
         raise ValueError(
-            f"unknown architecture {arch!r}: use resnet<6n+2> ({', '.join(f'resnet{d}' for d in DEPTHS)}) "
-            "or torchvision:<model name>"
+            f"unknown architecture {arch!r}: use resnet<6n+2> ({', '.join(f'resnet{d}' for d in DEPTHS)}), "
+            "unet<depth> (e.g. unet4) or torchvision:<model name>"
         )
     if weights:
         load_weights(model, weights)
@@ -32,6 +64,6 @@ def build_model(
 
 
 __all__ = [
-    "DEPTHS", "REGISTRY", "CheckpointMismatchError", "CifarResNet", "build_model", "cifar_resnet", "load_into",
-    "load_weights", "read_state_dict", "resolve",
+    "DEPTHS", "REGISTRY", "CheckpointMismatchError", "CifarResNet", "SegmentationLogits", "UNet", "build_model",
+    "cifar_resnet", "load_into", "load_weights", "read_state_dict", "resolve",
 ]

@@ -9,9 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torchmetrics.classification import MulticlassAccuracy
 
 from hkt.methods.base import Method
+from hkt.tasks import Task
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -24,7 +24,7 @@ class ParentInOptimizerError(RuntimeError):
 
 class MethodModule(L.LightningModule):
     """Trains ``method`` with SGD (momentum, weight decay) and a per-epoch lr schedule; validates and tests
-    the child alone with top-1 accuracy.
+    the child alone with the task's metrics (logged as ``val/<name>`` and ``test/<name>``).
 
     Args:
         schedule: ``cosine`` (to 0 over ``max_epochs``), ``step`` (x0.1 at 50% and 75%) or ``constant``.
@@ -33,7 +33,8 @@ class MethodModule(L.LightningModule):
     def __init__(
         self,
         method: Method,
-        num_classes: int,
+        task: Task,
+        data: Any,
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
@@ -45,8 +46,8 @@ class MethodModule(L.LightningModule):
             raise ValueError(f"optim.schedule must be cosine, step or constant, got {schedule!r}")
         self.method = method
         self.lr, self.momentum, self.weight_decay, self.nesterov, self.schedule = lr, momentum, weight_decay, nesterov, schedule
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        metrics = task.metrics(data)
+        self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.method(x)
@@ -68,13 +69,13 @@ class MethodModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_acc(self.method(x), y)
-        self.log("val/acc", self.val_acc, prog_bar=True, on_epoch=True)
+        self.val_metrics.update(self.method(x), y)
+        self.log_dict(self.val_metrics, prog_bar=True, on_epoch=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.test_acc(self.method(x), y)
-        self.log("test/acc", self.test_acc, on_epoch=True)
+        self.test_metrics.update(self.method(x), y)
+        self.log_dict(self.test_metrics, on_epoch=True)
 
     def configure_optimizers(self) -> Any:
         params = self.method.learnable_parameters()

@@ -13,26 +13,27 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from hkt.data.datamodule import ImageClassificationData
 from hkt.methods import build_method
-from hkt.models import build_model
+from hkt.tasks import Task, build_task
 from hkt.training.checkpoint_io import AtomicCheckpointIO, write_atomic
 from hkt.training.history import History
 from hkt.training.module import MethodModule
 
 
-def build(cfg: dict[str, Any]) -> tuple[ImageClassificationData, MethodModule]:
+def task_of(cfg: dict[str, Any]) -> Task:
+    options = dict(cfg["task"])
+    return build_task(options.pop("name"), **options)
+
+
+def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
     """Data module (set up, so missing data fails here) and the LightningModule for ``cfg``."""
-    data = ImageClassificationData(**cfg["data"], train_seed=cfg["seed"])
+    task = task_of(cfg)
+    data = task.data_class(**cfg["data"], train_seed=cfg["seed"])
     data.setup()
-    nets = {}
-    for role in ("parent", "child"):
-        net = cfg[role]
-        if net.get("arch"):
-            nets[role] = build_model(net["arch"], data.num_classes, data.in_channels, net.get("width", 16), net.get("weights"))
+    nets = {role: task.build_net(cfg[role], data) for role in ("parent", "child") if cfg[role].get("arch")}
     options = dict(cfg["method"])
-    method = build_method(options.pop("name"), nets["child"], nets.get("parent"), data.example_input(), **options)
-    return data, MethodModule(method, data.num_classes, **cfg["optim"])
+    method = build_method(options.pop("name"), nets["child"], nets.get("parent"), data.example_input(), task_loss=task.loss, **options)
+    return data, MethodModule(method, task, data, **cfg["optim"])
 
 
 def _loggers(out: Path) -> list[Any]:
@@ -51,7 +52,8 @@ def _loggers(out: Path) -> list[Any]:
 def make_trainer(cfg: dict[str, Any]) -> tuple[L.Trainer, ModelCheckpoint, History]:
     out = Path(cfg["out_dir"])
     ckpt_dir = out / "checkpoints"
-    best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val/acc", mode="max", save_top_k=1, enable_version_counter=False)
+    monitor = task_of(cfg).monitor
+    best = ModelCheckpoint(ckpt_dir, filename="best", monitor=monitor, mode="max", save_top_k=1, enable_version_counter=False)
     # every epoch, whatever the validation score: what --resume continues from
     last = ModelCheckpoint(ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
     history = History(out / "history.json")
@@ -78,15 +80,16 @@ def fit(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True)
     wall = time.perf_counter() - start
     summary = history.summary()  # before testing: loading the best checkpoint restores callback state too
-    test_last = trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"]
-    test_best = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path, verbose=False, weights_only=True)[0]["test/acc"]
+    test_last = trainer.test(module, datamodule=data, verbose=False)[0]
+    test_best = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path, verbose=False, weights_only=True)[0]
     record = {
         "config": cfg,
         "data": data.describe(),
         "best_epoch": int(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["epoch"]),
-        "val_acc_best": float(best.best_model_score) if best.best_model_score is not None else None,
-        "test_acc": test_best,
-        "test_acc_last_epoch": test_last,
+        # flat keys: val/acc -> val_acc_best, test/acc -> test_acc (best epoch) and test_acc_last_epoch
+        f"{best.monitor.replace('/', '_')}_best": float(best.best_model_score) if best.best_model_score is not None else None,
+        **{k.replace("/", "_"): v for k, v in test_best.items()},
+        **{f"{k.replace('/', '_')}_last_epoch": v for k, v in test_last.items()},
         "fit_wall_s": wall,
         "child_params": sum(p.numel() for p in module.method.child.parameters()),
         **summary,
@@ -104,7 +107,7 @@ def fit_or_resume(cfg: dict[str, Any]) -> dict[str, Any]:
     return fit(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file())
 
 
-def load_trained(cfg: dict[str, Any], ckpt: str = "best") -> tuple[ImageClassificationData, MethodModule]:
+def load_trained(cfg: dict[str, Any], ckpt: str = "best") -> tuple[Any, MethodModule]:
     """Rebuild the run of ``cfg`` and load its ``best``/``last`` checkpoint (or a checkpoint path)."""
     data, module = build(cfg)
     path = Path(cfg["out_dir"]) / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt)
