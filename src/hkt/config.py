@@ -23,8 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "out_dir": "runs/default",
     "task": {"name": "classification"},
     "data": {},
-    "parent": {"arch": None, "weights": None, "width": 16},
-    "child": {"arch": "resnet20", "weights": None, "width": 16},
+    "parent": {"arch": None, "weights": None},
+    "child": {"arch": "resnet20", "weights": None},
     "method": {"name": "ce"},
     "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False, "schedule": "cosine"},
     "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
@@ -50,8 +50,8 @@ def _allowed(task: str) -> dict[str, set[str]]:
     return {
         "task": {"name"} | _keys_of(TASKS[task].__init__),
         "data": _keys_of(TASKS[task].data_class.__init__, ("train_seed",)),
-        "parent": {"arch", "weights", "width"},
-        "child": {"arch", "weights", "width"},
+        "parent": set(TASKS[task].net_keys),
+        "child": set(TASKS[task].net_keys),
         "optim": _keys_of(MethodModule.__init__, ("method", "task", "data")),
         "trainer": _keys_of(L.Trainer.__init__, ("callbacks", "plugins", "logger", "default_root_dir")),
     }
@@ -65,7 +65,7 @@ def _unknown(key: str, valid: set[str], where: str) -> ConfigError:
 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Raise ``ConfigError`` on unknown keys (with suggestions) or an unknown method; return ``cfg``."""
-    from hkt.methods import METHODS
+    from hkt.methods import INTERNAL, METHODS
 
     for key in cfg:
         if key not in DEFAULTS:
@@ -82,7 +82,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     name = method.pop("name", None)
     if name not in METHODS:
         raise ConfigError(f"method.name must be one of {', '.join(METHODS)}, got {name!r}")
-    valid = _keys_of(METHODS[name].__init__, ("child", "parent", "example_input", "task_loss"))
+    valid = _keys_of(METHODS[name].__init__, INTERNAL)
     for key in method:
         if key not in valid:
             raise _unknown(key, valid, "method.")

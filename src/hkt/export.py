@@ -7,10 +7,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.utils import _pytree as pytree
 
 from hkt.methods.base import Method
 from hkt.models.weights import load_into
@@ -37,7 +39,7 @@ def export(method: Method, fresh_child: nn.Module, example: Tensor, out_dir: str
     Args:
         method: the trained method (the child inside it is the reference).
         fresh_child: a newly built child of the same architecture (receives the exported weights).
-        example: an input batch ``(B, C, H, W)``.
+        example: an input batch (``(B, C, H, W)``; ``(B, 2, 3, H, W)`` pairs for flow).
     Returns: paths, parameter count and the max output difference of each artefact (0.0 expected).
     """
     out = Path(out_dir)
@@ -54,11 +56,13 @@ def export(method: Method, fresh_child: nn.Module, example: Tensor, out_dir: str
 
     reloaded = load_into(fresh_child, load_file(str(st_path)), str(st_path)).eval()
     loaded_ts = torch.jit.load(str(ts_path))
+
+    def max_diff(output: Any) -> float:  # outputs may be nested (RAFT: a list of flows, one per iteration)
+        pairs = zip(pytree.tree_leaves(output), pytree.tree_leaves(reference))
+        return max((a - b).abs().max().item() for a, b in pairs)
+
     with torch.no_grad():
-        diffs = {
-            "safetensors": (reloaded(example) - reference).abs().max().item(),
-            "torchscript": (loaded_ts(example) - reference).abs().max().item(),
-        }
+        diffs = {"safetensors": max_diff(reloaded(example)), "torchscript": max_diff(loaded_ts(example))}
     bad = {k: d for k, d in diffs.items() if d > atol}
     if bad:
         raise ExportMismatchError(f"exported child differs from the trained child: max |diff| {bad}")

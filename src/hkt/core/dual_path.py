@@ -94,3 +94,20 @@ def shared_skips(model: nn.Module, batch: int) -> Iterator[None]:
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[None]:
+    """While active, BatchNorm layers in training mode normalise with batch statistics but leave their running
+    estimates untouched (momentum 0), so a second, inherited pass of the child does not move them."""
+    saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    try:
+        for m, _, _ in saved:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)

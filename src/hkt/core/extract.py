@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -54,10 +55,11 @@ def as_args(x: Any) -> tuple[Any, ...]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def trace_blocks(model: nn.Module, paths: Sequence[str], args: tuple[Any, ...], role: str) -> dict[str, Tensor]:
-    """Run ``model`` once; return ``{path: output}`` in the order the blocks fired.
+def trace_blocks(model: nn.Module, paths: Sequence[str], args: tuple[Any, ...], role: str) -> tuple[dict[str, Tensor], Counter[str]]:
+    """Run ``model`` once; return ``{path: output of its first call}`` in the order the blocks fired, and how
+    many times each block ran (a recurrent block, e.g. RAFT's update GRU, runs once per iteration).
 
-    Raises ``GeneShapeError`` for a block that never runs, runs more than once, or returns no single tensor.
+    Raises ``GeneShapeError`` for a block that never runs or returns no single tensor.
     """
     store: dict[str, Tensor] = {}
     calls: Counter[str] = Counter()
@@ -74,29 +76,32 @@ def trace_blocks(model: nn.Module, paths: Sequence[str], args: tuple[Any, ...], 
     missing = [p for p in paths if p not in store]
     if missing:
         raise GeneShapeError(f"{role} block(s) {missing} never ran during a forward pass; choose blocks on the forward path")
-    repeated = [p for p, n in calls.items() if n > 1]
-    if repeated:
-        raise GeneShapeError(f"{role} block(s) {repeated} run more than once per forward; a gene needs a block used once")
     bad = [p for p in paths if not isinstance(store[p], Tensor)]
     if bad:
         raise GeneShapeError(f"{role} block(s) {bad} do not return a single tensor; pick a block that does")
-    return store
+    return store, calls
 
 
-def dry_run(
-    parent: nn.Module, child: nn.Module, genes: Sequence[Gene], example_input: Any
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """One eval-mode, no-grad pass of both networks on ``example_input``: the gene outputs of each, in
-    firing order (``{parent path: tensor}``, ``{child path: tensor}``), used to size adapters."""
+@dataclass
+class DryRun:
+    """Gene outputs (first call, firing order) and call counts of both networks on one example batch."""
+
+    parent: dict[str, Tensor]
+    child: dict[str, Tensor]
+    parent_calls: Counter[str]
+    child_calls: Counter[str]
+
+
+def dry_run(parent: nn.Module, child: nn.Module, genes: Sequence[Gene], example_input: Any) -> DryRun:
+    """One eval-mode, no-grad pass of both networks on ``example_input``, used to size adapters."""
     args = as_args(example_input)
     was_training = child.training
     parent.eval()
     child.eval()
     try:
         with torch.no_grad():
-            return (
-                trace_blocks(parent, [g.parent for g in genes], args, "parent"),
-                trace_blocks(child, [g.child for g in genes], args, "child"),
-            )
+            p, p_calls = trace_blocks(parent, [g.parent for g in genes], args, "parent")
+            c, c_calls = trace_blocks(child, [g.child for g in genes], args, "child")
+            return DryRun(p, c, p_calls, c_calls)
     finally:
         child.train(was_training)

@@ -7,6 +7,10 @@ forward runs right there, with native and inherited paths stacked along the batc
 gene onwards (``dual_path``). The parent then resumes from its last gene on the child's mix, which gives
 the parent term of the objective with gradients flowing through the frozen parent into the child. Work
 before the first gene is never computed twice.
+
+Genes that run several times per forward (a recurrent block) or on other than ``B`` rows (RAFT's feature
+encoder sees both frames) cannot be stacked; such gene sets are detected in the dry run and use separate
+passes instead (``Inheritance._separate``): same outputs, one more parent forward.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hkt.core.dual_path import per_path_batchnorm, shared_skips, split_paths
+from hkt.core.dual_path import frozen_running_stats, per_path_batchnorm, shared_skips, split_paths
 from hkt.core.extract import as_args, dry_run, hooks
 from hkt.core.gene import Gene
 from hkt.core.genetic_attention import build_attention
@@ -77,7 +81,15 @@ class Inheritance(nn.Module):
         super().__init__()
         self.genes = list(genes)
         self.native, self.reverse, self.parent_own = native, reverse, parent_own
-        p_feats, c_feats = dry_run(parent, child, self.genes, example_input)
+        run = dry_run(parent, child, self.genes, example_input)
+        p_feats, c_feats = run.parent, run.child
+        b = _batch_size(as_args(example_input))
+        # stacking the two paths along the batch needs genes that run once per forward on B rows; RAFT's feature
+        # encoder (both frames, 2B rows) and its recurrent update block (once per iteration) do not
+        self.parent_genes_once = all(n == 1 for n in run.parent_calls.values())
+        self.stacked = self.parent_genes_once and all(n == 1 for n in run.child_calls.values()) and all(
+            t.shape[0] == b for t in (*p_feats.values(), *c_feats.values())
+        )
         by_parent = {g.parent: i for i, g in enumerate(self.genes)}
         by_child = {g.child: i for i, g in enumerate(self.genes)}
         self.parent_order = [by_parent[p] for p in p_feats]
@@ -133,6 +145,8 @@ class Inheritance(nn.Module):
         native, parent_on_mix, parent_own = self.native, self.reverse, self.parent_own
         args = as_args(x)
         b = _batch_size(args)
+        if not self.stacked:
+            return self._separate(parent, child, args)
         result = Inherited()
         v: dict[int, Tensor] = {}
         mixes: dict[int, Tensor] = {}
@@ -192,3 +206,56 @@ class Inheritance(nn.Module):
             )
         return result
 
+    def _separate(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> Inherited:
+        """The same outputs without stacking, for genes that run several times per forward or on other than B
+        rows: the parent runs once without gradients recording every call of every gene; the child runs alone
+        (native) and again with the mixes (its ``k``-th call of a gene mixes the parent's ``k``-th call, or the
+        parent's last one if the child iterates more); for the parent term the parent runs again with its last
+        gene's calls replaced by the child's mixes. Costs one more parent forward than stacking; only the
+        native pass updates BatchNorm running statistics."""
+        v: dict[int, list[Tensor]] = {i: [] for i in range(len(self.genes))}
+        # without a KD term the parent's own output is not needed: stop at its last gene when that runs once
+        stop_early = not self.parent_own and self.parent_genes_once
+
+        def record(i: int):
+            def hook(_m: nn.Module, _inp: Any, out: Tensor) -> None:
+                v[i].append(out.detach())
+                if stop_early and i == self.parent_order[-1]:
+                    raise _ParentDone
+
+            return hook
+
+        result = Inherited()
+        try:
+            with torch.no_grad(), hooks(parent, {g.parent: record(i) for i, g in enumerate(self.genes)}, "parent"):
+                own = parent(*args)
+            result.parent = own if self.parent_own else None
+        except _ParentDone:
+            pass
+        if self.native:
+            result.child = child(*args)
+        mixes: dict[int, list[Tensor]] = {i: [] for i in range(len(self.genes))}
+
+        def mix(i: int):
+            def hook(_m: nn.Module, _inp: Any, q: Tensor) -> Tensor:
+                k = min(len(mixes[i]), len(v[i]) - 1)
+                mixes[i].append(self.attentions[i](q, self.transfers[i](v[i][k])))
+                return mixes[i][-1]
+
+            return hook
+
+        with hooks(child, {g.child: mix(i) for i, g in enumerate(self.genes)}, "child"), frozen_running_stats(child) if self.native else nullcontext():
+            result.inherited = child(*args)
+        if self.reverse:
+            last = self.parent_order[-1]
+            calls = [0]
+
+            def back(_m: nn.Module, _inp: Any, _out: Tensor) -> Tensor:
+                k = min(calls[0], len(mixes[last]) - 1)
+                calls[0] += 1
+                m = mixes[last][k]
+                return self.back(m) if self.back is not None else m
+
+            with hooks(parent, {self.genes[last].parent: back}, "parent"):
+                result.parent_on_mix = parent(*args)
+        return result

@@ -16,8 +16,14 @@ from hkt.methods.kd import KD
 METHODS: dict[str, type[Method]] = {"ce": CE, "kd": KD, "fitnet": FitNet, "at": AT, "hkt": HKT}
 
 
-def build_method(name: str, child: nn.Module, parent: nn.Module | None, example_input: Any, **options: Any) -> Method:
-    """Build a method by name; ``options`` are its keyword arguments (validated against its signature)."""
+INTERNAL = ("self", "child", "parent", "example_input", "task_loss", "distill_loss")  # set by the run, not by configs
+
+
+def build_method(
+    name: str, child: nn.Module, parent: nn.Module | None, example_input: Any, task: Any = None, **options: Any
+) -> Method:
+    """Build a method by name; ``options`` are its keyword arguments (validated against its signature).
+    ``task`` (a ``hkt.tasks.Task``) supplies the task loss and, to methods with a KD term, the distillation loss."""
     import inspect
 
     if name not in METHODS:
@@ -26,8 +32,12 @@ def build_method(name: str, child: nn.Module, parent: nn.Module | None, example_
     params = inspect.signature(cls.__init__).parameters
     unknown = sorted(set(options) - set(params) - {"self"})
     if unknown:
-        allowed = sorted(p for p in params if p not in ("self", "child", "parent", "example_input", "task_loss"))
+        allowed = sorted(p for p in params if p not in INTERNAL)
         raise ValueError(f"method {name!r} has no option(s) {unknown}; its options are {allowed}")
+    if task is not None:
+        options["task_loss"] = task.loss
+        if "distill_loss" in params:
+            options["distill_loss"] = task.distill
     if name == "ce":
         return cls(child, **options)
     if parent is None:

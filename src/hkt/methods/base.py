@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 TaskLoss = Callable[[Any, Any], Tensor]
+DistillLoss = Callable[[Any, Any, float], Tensor]  # (child output, parent output, temperature) -> scalar
 
 
 class Method(nn.Module):

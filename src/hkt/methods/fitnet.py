@@ -31,8 +31,8 @@ class FitNet(Method):
             raise ValueError(f"fitnet uses exactly one hint gene, got {len(genes)}: {[g.name for g in genes]}")
         self.gene: Gene = genes[0]
         self.hint_weight = hint_weight
-        p_feats, c_feats = dry_run(parent, child, genes, example_input)
-        p, c = p_feats[self.gene.parent], c_feats[self.gene.child]
+        run = dry_run(parent, child, genes, example_input)
+        p, c = run.parent[self.gene.parent], run.child[self.gene.child]
         self.regressor = build_adapter(tuple(c.shape[1:]), tuple(p.shape[1:]), self.gene.name)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from hkt.core.gene import parse_genes
 from hkt.core.inheritance import Inheritance
-from hkt.methods.base import Method, TaskLoss, kd_loss
+from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss
 
 
 class HKT(Method):
@@ -43,8 +43,10 @@ class HKT(Method):
         kd_weight: float = 0.0,
         temperature: float = 4.0,
         task_loss: TaskLoss = F.cross_entropy,
+        distill_loss: DistillLoss = kd_loss,
     ) -> None:
         super().__init__(child, parent, task_loss)
+        self.distill_loss = distill_loss
         self.w_child, self.w_inherit, self.w_parent = w_child, w_inherit, w_parent
         self.kd_weight, self.temperature = kd_weight, temperature
         self.inheritance = Inheritance(
@@ -62,7 +64,7 @@ class HKT(Method):
         if self.w_parent > 0:
             losses["parent"] = self.w_parent * self.task_loss(r.parent_on_mix, y)
         if self.kd_weight > 0:
-            losses["kd"] = self.kd_weight * kd_loss(r.child, r.parent, self.temperature)
+            losses["kd"] = self.kd_weight * self.distill_loss(r.child, r.parent, self.temperature)
         return (r.child if r.child is not None else r.inherited), losses
 
     def log_values(self) -> dict[str, Tensor]:

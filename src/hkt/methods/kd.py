@@ -1,4 +1,5 @@
-"""``kd``: Hinton et al. 2015 — task loss + ``kd_weight * T^2 KL`` to the parent's softened logits."""
+"""``kd``: Hinton et al. 2015 — task loss + ``kd_weight * T^2 KL`` to the parent's softened logits (per pixel
+for segmentation; for flow, the task's ``distill``: child iterations regress the parent's final flow)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.methods.base import Method, TaskLoss, kd_loss
+from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss
 
 
 class KD(Method):
@@ -20,9 +21,11 @@ class KD(Method):
         kd_weight: float = 1.0,
         task_weight: float = 1.0,
         task_loss: TaskLoss = F.cross_entropy,
+        distill_loss: DistillLoss = kd_loss,
     ) -> None:
         super().__init__(child, parent, task_loss)
         self.temperature, self.kd_weight, self.task_weight = temperature, kd_weight, task_weight
+        self.distill_loss = distill_loss
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         with torch.no_grad():
@@ -30,5 +33,5 @@ class KD(Method):
         out = self.child(x)
         return out, {
             "task": self.task_weight * self.task_loss(out, y),
-            "kd": self.kd_weight * kd_loss(out, teacher, self.temperature),
+            "kd": self.kd_weight * self.distill_loss(out, teacher, self.temperature),
         }

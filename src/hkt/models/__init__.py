@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from hkt.models.cifar_resnet import DEPTHS, CifarResNet, cifar_resnet
+from hkt.models.raft import RAFTFlow, raft
 from hkt.models.unet import UNet
 from hkt.models.weights import REGISTRY, CheckpointMismatchError, load_into, load_weights, read_state_dict, resolve
 
@@ -40,10 +41,11 @@ def _torchvision(name: str, num_classes: int, in_channels: int) -> nn.Module:
 
 
 def build_model(
-    arch: str, num_classes: int = 10, in_channels: int = 3, width: int = 16, weights: str | None = None
+    arch: str, num_classes: int = 10, in_channels: int = 3, width: int = 16, weights: str | None = None, iterations: int = 12
 ) -> nn.Module:
     """``resnet20`` … ``resnet1202`` (CIFAR ResNets), ``unet<depth>`` (e.g. ``unet4``; ``width`` = first-level
-    channels) or ``torchvision:<name>`` (e.g. ``torchvision:resnet18``, ``torchvision:lraspp_mobilenet_v3_large``).
+    channels) or ``torchvision:<name>`` (e.g. ``torchvision:resnet18``, ``torchvision:lraspp_mobilenet_v3_large``,
+    ``torchvision:raft_small``, with ``iterations`` refinement steps).
 
     ``weights``: a registry name (``resnet56-cifar10``), a file path, or ``None`` for random init.
     """
@@ -51,6 +53,8 @@ def build_model(
         model: nn.Module = cifar_resnet(int(arch[6:]), num_classes, width, in_channels)
     elif arch.startswith("unet") and arch[4:].isdigit():
         model = UNet(in_channels, num_classes, width, int(arch[4:]))
+    elif arch.startswith("torchvision:raft_"):
+        model = raft(arch.split(":", 1)[1], iterations)
     elif arch.startswith("torchvision:"):
         model = _torchvision(arch.split(":", 1)[1], num_classes, in_channels)
     else:
@@ -64,6 +68,6 @@ def build_model(
 
 
 __all__ = [
-    "DEPTHS", "REGISTRY", "CheckpointMismatchError", "CifarResNet", "SegmentationLogits", "UNet", "build_model",
+    "DEPTHS", "REGISTRY", "CheckpointMismatchError", "CifarResNet", "RAFTFlow", "SegmentationLogits", "UNet", "build_model",
     "cifar_resnet", "load_into", "load_weights", "read_state_dict", "resolve",
 ]

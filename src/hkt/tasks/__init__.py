@@ -8,9 +8,10 @@ from typing import Any
 
 from hkt.tasks.base import Task
 from hkt.tasks.classification import Classification
+from hkt.tasks.flow import Flow
 from hkt.tasks.segmentation import Segmentation
 
-TASKS: dict[str, type[Task]] = {"classification": Classification, "segmentation": Segmentation}
+TASKS: dict[str, type[Task]] = {"classification": Classification, "segmentation": Segmentation, "flow": Flow}
 
 
 def build_task(name: str, **options: Any) -> Task:
@@ -19,4 +20,4 @@ def build_task(name: str, **options: Any) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "Classification", "Segmentation", "Task", "build_task"]
+__all__ = ["TASKS", "Classification", "Flow", "Segmentation", "Task", "build_task"]

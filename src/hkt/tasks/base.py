@@ -17,6 +17,8 @@ class Task:
 
     data_class: ClassVar[type[L.LightningDataModule]]
     monitor: ClassVar[str]
+    mode: ClassVar[str] = "max"  # "min" when lower is better (e.g. end-point error)
+    net_keys: ClassVar[frozenset[str]] = frozenset({"arch", "weights", "width"})  # keys of the parent / child sections
 
     def __init__(self) -> None:  # the task's options (config section ``task``) are its keyword arguments
         pass
@@ -25,10 +27,17 @@ class Task:
         """The task loss, a scalar."""
         raise NotImplementedError
 
+    def distill(self, student: Any, teacher: Any, temperature: float = 4.0) -> Tensor:
+        """The KD term (``kd`` and ``hkt`` with ``kd_weight``): Hinton KD on logits, per sample or per pixel."""
+        from hkt.methods.base import kd_loss
+
+        return kd_loss(student, teacher, temperature)
+
     def metrics(self, data: Any) -> MetricCollection:
         """Fresh metrics (un-prefixed names) for a set-up data module."""
         raise NotImplementedError
 
     def build_net(self, net: dict[str, Any], data: Any) -> nn.Module:
         """Parent or child from a config section (``arch``, ``width``, ``weights``) sized for ``data``."""
-        return build_model(net["arch"], data.num_classes, data.in_channels, net.get("width", 16), net.get("weights"))
+        options = {k: v for k, v in net.items() if k not in ("arch", "weights", "width")}
+        return build_model(net["arch"], data.num_classes, data.in_channels, net.get("width", 16), net.get("weights"), **options)

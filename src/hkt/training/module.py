@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from hkt.methods.base import Method
 from hkt.tasks import Task
@@ -27,7 +27,9 @@ class MethodModule(L.LightningModule):
     the child alone with the task's metrics (logged as ``val/<name>`` and ``test/<name>``).
 
     Args:
-        schedule: ``cosine`` (to 0 over ``max_epochs``), ``step`` (x0.1 at 50% and 75%) or ``constant``.
+        optimizer: ``sgd`` (with ``momentum``, ``nesterov``) or ``adamw`` (RAFT's choice).
+        schedule: ``cosine`` (to 0 over ``max_epochs``), ``step`` (x0.1 at 50% and 75%), ``constant`` (all per
+            epoch) or ``onecycle`` (per step: 5% linear warm-up then linear decay, as RAFT trains).
     """
 
     def __init__(
@@ -40,14 +42,20 @@ class MethodModule(L.LightningModule):
         weight_decay: float = 1e-4,
         nesterov: bool = False,
         schedule: str = "cosine",
+        optimizer: str = "sgd",
     ) -> None:
         super().__init__()
-        if schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"optim.schedule must be cosine, step or constant, got {schedule!r}")
-        self.method = method
+        if schedule not in ("cosine", "step", "constant", "onecycle"):
+            raise ValueError(f"optim.schedule must be cosine, step, constant or onecycle, got {schedule!r}")
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optim.optimizer must be sgd or adamw, got {optimizer!r}")
+        self.method, self.optimizer = method, optimizer
         self.lr, self.momentum, self.weight_decay, self.nesterov, self.schedule = lr, momentum, weight_decay, nesterov, schedule
         metrics = task.metrics(data)
-        self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        # one collection per test loader: test/<metric>, or test/<set>_<metric> when there are named sets (flow)
+        names = getattr(data, "test_names", None) or [""]
+        self.test_metrics = nn.ModuleList([metrics.clone(prefix=f"test/{n}_" if n else "test/") for n in names])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.method(x)
@@ -72,10 +80,11 @@ class MethodModule(L.LightningModule):
         self.val_metrics.update(self.method(x), y)
         self.log_dict(self.val_metrics, prog_bar=True, on_epoch=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
-        self.test_metrics.update(self.method(x), y)
-        self.log_dict(self.test_metrics, on_epoch=True)
+        metrics = self.test_metrics[dataloader_idx]
+        metrics.update(self.method(x), y)
+        self.log_dict(metrics, on_epoch=True, add_dataloader_idx=False)
 
     def configure_optimizers(self) -> Any:
         params = self.method.learnable_parameters()
@@ -87,8 +96,15 @@ class MethodModule(L.LightningModule):
                     f"parent parameters would be trained: {leaked[:5]}{' …' if len(leaked) > 5 else ''}. The parent is frozen "
                     "in HKT; do not call parent.requires_grad_(True) or return parent parameters from learnable_parameters()."
                 )
-        opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
+        if self.optimizer == "adamw":
+            opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
         epochs = max(1, self.trainer.max_epochs or 1)
+        if self.schedule == "onecycle":
+            steps = int(self.trainer.estimated_stepping_batches)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=steps + 1, pct_start=0.05, anneal_strategy="linear", cycle_momentum=False)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if self.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         elif self.schedule == "step":

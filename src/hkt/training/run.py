@@ -32,7 +32,7 @@ def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
     data.setup()
     nets = {role: task.build_net(cfg[role], data) for role in ("parent", "child") if cfg[role].get("arch")}
     options = dict(cfg["method"])
-    method = build_method(options.pop("name"), nets["child"], nets.get("parent"), data.example_input(), task_loss=task.loss, **options)
+    method = build_method(options.pop("name"), nets["child"], nets.get("parent"), data.example_input(), task, **options)
     return data, MethodModule(method, task, data, **cfg["optim"])
 
 
@@ -52,8 +52,8 @@ def _loggers(out: Path) -> list[Any]:
 def make_trainer(cfg: dict[str, Any]) -> tuple[L.Trainer, ModelCheckpoint, History]:
     out = Path(cfg["out_dir"])
     ckpt_dir = out / "checkpoints"
-    monitor = task_of(cfg).monitor
-    best = ModelCheckpoint(ckpt_dir, filename="best", monitor=monitor, mode="max", save_top_k=1, enable_version_counter=False)
+    task = task_of(cfg)
+    best = ModelCheckpoint(ckpt_dir, filename="best", monitor=task.monitor, mode=task.mode, save_top_k=1, enable_version_counter=False)
     # every epoch, whatever the validation score: what --resume continues from
     last = ModelCheckpoint(ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
     history = History(out / "history.json")
@@ -80,8 +80,10 @@ def fit(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True)
     wall = time.perf_counter() - start
     summary = history.summary()  # before testing: loading the best checkpoint restores callback state too
-    test_last = trainer.test(module, datamodule=data, verbose=False)[0]
-    test_best = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path, verbose=False, weights_only=True)[0]
+    # one dict per test loader (flow has several evaluation sets, each with its own metric names)
+    test_last = {k: v for d in trainer.test(module, datamodule=data, verbose=False) for k, v in d.items()}
+    best_path = best.best_model_path
+    test_best = {k: v for d in trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=True) for k, v in d.items()}
     record = {
         "config": cfg,
         "data": data.describe(),
