@@ -122,7 +122,7 @@ def test_hkt_through_unet_skips_keeps_the_native_path_exact():
     parent, child = build_model("unet3", 3, 1, 8).eval(), build_model("unet3", 3, 1, 4)
     x, y = torch.randn(4, 1, 32, 32), torch.randint(0, 3, (4, 32, 32))
     # encoder.1 is crossed by the skip from encoder.0; decoder.1 reads the skip from encoder.1
-    method = build_method("hkt", child, parent, x[:2], genes=["encoder.1", "bottleneck", "decoder.1"], Segmentation(1.0))
+    method = build_method("hkt", child, parent, x[:2], Segmentation(1.0), genes=["encoder.1", "bottleneck", "decoder.1"])
     method.eval()
     with torch.no_grad():
         r = method.inheritance(parent, child, x)
@@ -141,7 +141,7 @@ def test_torchvision_lraspp_as_child_with_a_gene_across_its_low_level_skip():
     parent, child = build_model("unet4", 3, 3, 4).eval(), build_model("torchvision:lraspp_mobilenet_v3_large", 3, 3)
     x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
     # the head reads backbone.4 ("low", before the gene) and backbone.16 ("high", after it)
-    method = build_method("hkt", child, parent, x, genes=[{"parent": "bottleneck", "child": "net.backbone.8"}], Segmentation())
+    method = build_method("hkt", child, parent, x, Segmentation(), genes=[{"parent": "bottleneck", "child": "net.backbone.8"}])
     out, losses = method.train().forward_train(x, y)
     assert out.shape == (2, 3, 64, 64) and all(v.isfinite() for v in losses.values())
     with pytest.raises(ValueError, match="context=1"):
