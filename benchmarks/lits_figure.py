@@ -1,7 +1,8 @@
-"""Figure of a few test slices from a segmentation grid: CT, ground truth, a baseline child and an HKT child,
-liver (green) and tumour (red) drawn as contours, with each slice's liver / tumour Dice in the titles.
+"""Figure of a few test slices from a segmentation grid: CT, ground truth and the children of the given methods
+(a baseline and HKT variants), liver (green) and tumour (red) drawn as contours, with each slice's liver /
+tumour Dice in the titles.
 
-    python benchmarks/lits_figure.py -c configs/compare_lits_cpu.yaml --baseline ce --hkt hkt --seed 0
+    python benchmarks/lits_figure.py -c configs/compare_lits_cpu.yaml --methods ce hkt hkt_3genes --seed 0
 
 Reads the finished runs' best (validation-selected) checkpoints from the grid's work_dir; writes
 ``<out_dir>/test_slices.png``.
@@ -25,8 +26,7 @@ def slice_dice(pred: np.ndarray, target: np.ndarray, labels: tuple[int, ...]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True, help="segmentation grid YAML")
-    parser.add_argument("--baseline", default="ce")
-    parser.add_argument("--hkt", default="hkt")
+    parser.add_argument("--methods", nargs="+", default=["ce", "hkt"], help="baseline first, then HKT variants")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--slices", type=int, default=4)
     args = parser.parse_args()
@@ -41,13 +41,13 @@ def main() -> None:
 
     grid = load_grid(args.config)
     children = {}
-    for name in (args.baseline, args.hkt):
+    for name in args.methods:
         data, module = load_trained(run_config(grid, name, args.seed))
         children[name] = module.method.child.eval()
     test = data.splits["test"]
     picks = np.linspace(0, len(test) - 1, args.slices).round().astype(int)
     lo, hi = data.window
-    fig, axes = plt.subplots(len(picks), 4, figsize=(9.2, 2.4 * len(picks)), dpi=80)
+    fig, axes = plt.subplots(len(picks), 2 + len(children), figsize=(2.3 * (2 + len(children)), 2.4 * len(picks)), dpi=80)
     for row, i in zip(np.atleast_2d(axes), picks):
         image, mask = test[int(i)]
         ct = image[data.context].numpy()

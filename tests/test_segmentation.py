@@ -32,9 +32,10 @@ def write_case(folder: Path, case: int, hu: np.ndarray, labels: np.ndarray) -> N
 
 @pytest.fixture(scope="module")
 def crop() -> tuple[np.ndarray, np.ndarray]:
-    """32 x 32 in-plane crop through liver and tumour, 24 axial slices, of the real volume."""
-    hu = np.asarray(nib.load(SAMPLE / "volume-117.nii.gz").dataobj)
-    labels = np.asarray(nib.load(SAMPLE / "segmentation-117.nii.gz").dataobj)
+    """32 x 32 in-plane crop through liver and tumour, 24 axial slices, of the real volume, in the LiTS release
+    layout (axial slices along the last axis; the sample stores them along the first)."""
+    hu = np.moveaxis(np.asarray(nib.load(SAMPLE / "volume-117.nii.gz").dataobj), 0, 2)
+    labels = np.moveaxis(np.asarray(nib.load(SAMPLE / "segmentation-117.nii.gz").dataobj), 0, 2)
     z = slice(40, 64)
     ys, xs = np.nonzero((labels[:, :, z] == 2).any(2))
     y0, x0 = int(np.clip(ys.mean() - 16, 0, 96)), int(np.clip(xs.mean() - 16, 0, 96))
@@ -62,6 +63,16 @@ def test_slices_windowing_and_block_split(crop_root, crop):
     assert np.allclose(image.numpy(), np.moveaxis(expected, 2, 0), atol=1e-6)  # 2.5-D: neighbours as channels
     assert torch.equal(mask, torch.from_numpy(labels[:, :, z].astype(np.int64)))
     assert data.describe()["split"] == "slices" and data.in_channels == 3
+
+
+def test_axial_axis_is_configurable(crop_root, crop, tmp_path):
+    write_case(tmp_path / "first", 117, *(np.moveaxis(a, 2, 0) for a in crop))  # axial slices along axis 0
+    items = []
+    for root, axis in ((crop_root, 2), (tmp_path / "first", 0)):
+        data = SegmentationData(root=str(root), axis=axis, gap=2, num_workers=0)
+        data.setup()
+        items.append(data.splits["test"][3])
+    assert torch.equal(items[0][0], items[1][0]) and torch.equal(items[0][1], items[1][1])
 
 
 def test_augmentation_moves_image_and_mask_together(crop_root):

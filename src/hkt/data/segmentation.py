@@ -72,6 +72,8 @@ class SegmentationData(L.LightningDataModule):
     """Args:
         name: ``lits`` (the only layout so far).
         root: folder with ``volume-N.nii[.gz]`` / ``segmentation-N.nii[.gz]``; ``None`` = ``$HKT_DATA_DIR/lits-sample``.
+        axis: the volume axis that indexes axial slices: 2 in the LiTS release (``(512, 512, D)`` volumes); the
+            offline sample (converted from another format) is stored with its axial axis first, ``axis: 0``.
         window: HU window ``[lo, hi]`` mapped to ``[-1, 1]``.
         context: neighbouring slices on each side given as extra channels (0 = 2-D, 1 = 2.5-D with 3 channels).
         size: resize slices to ``size x size`` (``None`` = keep; LiTS slices are 512 x 512).
@@ -87,6 +89,7 @@ class SegmentationData(L.LightningDataModule):
         self,
         name: str = "lits",
         root: str | None = None,
+        axis: int = 2,
         window: tuple[float, float] = (-200.0, 250.0),
         context: int = 0,
         size: int | None = None,
@@ -111,7 +114,9 @@ class SegmentationData(L.LightningDataModule):
             raise ValueError(f"data.window must be [lo, hi] with lo < hi (HU), got {window}")
         if context < 0 or gap < context:
             raise ValueError(f"data.gap ({gap}) must be >= data.context ({context}) >= 0, or 2.5-D inputs would read slices of another split")
-        self.name, self.root, self.window, self.context, self.size = name, root, (float(lo), float(hi)), context, size
+        if axis not in (0, 1, 2):
+            raise ValueError(f"data.axis must be 0, 1 or 2 (the volume axis of axial slices), got {axis!r}")
+        self.name, self.root, self.axis, self.window, self.context, self.size = name, root, axis, (float(lo), float(hi)), context, size
         self.split, self.fractions, self.gap = split, tuple(fractions), gap
         self.batch_size, self.num_workers, self.augment, self.seed, self.train_seed = batch_size, num_workers, augment, seed, train_seed
         self.num_classes, self.in_channels = len(lits.CLASSES), 2 * context + 1
@@ -126,7 +131,7 @@ class SegmentationData(L.LightningDataModule):
         if self.splits:
             return
         found = lits.find_cases(self._root())
-        cases = [lits.cached_case(v, s, self.num_classes) for _, v, s in found]
+        cases = [lits.cached_case(v, s, self.num_classes, self.axis) for _, v, s in found]
         mode = self.split if self.split != "auto" else ("patients" if len(cases) >= 3 else "slices")
         index: dict[str, list[tuple[int, int]]] = {"train": [], "val": [], "test": []}
         if mode == "patients":
@@ -167,7 +172,7 @@ class SegmentationData(L.LightningDataModule):
         """Sizes and provenance of the splits, recorded with every result."""
         self.setup()
         return {
-            "dataset": self.name, "root": self._root(), "split": self._mode, "layout": self._layout,
+            "dataset": self.name, "root": self._root(), "axis": self.axis, "split": self._mode, "layout": self._layout,
             "sizes": {k: len(v) for k, v in self.splits.items()}, "window": self.window, "context": self.context,
         }
 

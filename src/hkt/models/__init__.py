@@ -24,7 +24,7 @@ class SegmentationLogits(nn.Module):
         return self.net(x)["out"]
 
 
-def _torchvision(name: str, num_classes: int, in_channels: int) -> nn.Module:
+def _torchvision(name: str, num_classes: int, in_channels: int, weights: str | None = None) -> nn.Module:
     import torchvision
 
     if name not in torchvision.models.list_models():
@@ -36,8 +36,8 @@ def _torchvision(name: str, num_classes: int, in_channels: int) -> nn.Module:
                 "one neighbouring slice on each side (data.context=1) or use arch unet<depth>"
             )
         # weights_backbone=None: no ImageNet download at build time (pass weights=... to load a checkpoint)
-        return SegmentationLogits(torchvision.models.get_model(name, num_classes=num_classes, weights=None, weights_backbone=None))
-    return torchvision.models.get_model(name, num_classes=num_classes)
+        return SegmentationLogits(torchvision.models.get_model(name, num_classes=num_classes, weights=weights, weights_backbone=None))
+    return torchvision.models.get_model(name, num_classes=num_classes, weights=weights)
 
 
 def build_model(
@@ -47,22 +47,27 @@ def build_model(
     channels) or ``torchvision:<name>`` (e.g. ``torchvision:resnet18``, ``torchvision:lraspp_mobilenet_v3_large``,
     ``torchvision:raft_small``, with ``iterations`` refinement steps).
 
-    ``weights``: a registry name (``resnet56-cifar10``), a file path, or ``None`` for random init.
+    ``weights``: a registry name (``resnet56-cifar10``), a file path, ``torchvision:<weights name>`` for a
+    torchvision model's published weights (e.g. ``torchvision:C_T_V2`` for RAFT, ``torchvision:DEFAULT``; downloaded
+    and hash-checked by torchvision, so online only), or ``None`` for random init.
     """
+    published = weights.split(":", 1)[1] if weights and weights.startswith("torchvision:") else None
+    if published and not arch.startswith("torchvision:"):
+        raise ValueError(f"weights {weights!r} are torchvision's; arch {arch!r} is not a torchvision model")
     if arch.startswith("resnet") and arch[6:].isdigit():
         model: nn.Module = cifar_resnet(int(arch[6:]), num_classes, width, in_channels)
     elif arch.startswith("unet") and arch[4:].isdigit():
         model = UNet(in_channels, num_classes, width, int(arch[4:]))
     elif arch.startswith("torchvision:raft_"):
-        model = raft(arch.split(":", 1)[1], iterations)
+        model = raft(arch.split(":", 1)[1], iterations, published)
     elif arch.startswith("torchvision:"):
-        model = _torchvision(arch.split(":", 1)[1], num_classes, in_channels)
+        model = _torchvision(arch.split(":", 1)[1], num_classes, in_channels, published)
     else:
         raise ValueError(
             f"unknown architecture {arch!r}: use resnet<6n+2> ({', '.join(f'resnet{d}' for d in DEPTHS)}), "
             "unet<depth> (e.g. unet4) or torchvision:<model name>"
         )
-    if weights:
+    if weights and not published:
         load_weights(model, weights)
     return model
 

@@ -37,10 +37,11 @@ class RAFTFlow(nn.Module):
         return [f[..., :h, :w] for f in flows] if any(pad) else list(flows)
 
 
-def raft(name: str, iterations: int = 12) -> RAFTFlow:
-    """``raft_large`` or ``raft_small``, randomly initialised (pass ``weights`` to ``build_model`` for a checkpoint)."""
-    from torchvision.models import optical_flow
+def raft(name: str, iterations: int = 12, weights: str | None = None) -> RAFTFlow:
+    """``raft_large`` or ``raft_small``; ``weights`` names torchvision's published weights (``C_T_V2``,
+    ``DEFAULT`` …, downloaded by torchvision), ``None`` = random initialisation."""
+    import torchvision
 
     if name not in ("raft_large", "raft_small"):
         raise ValueError(f"unknown RAFT variant {name!r}; use raft_large or raft_small")
-    return RAFTFlow(getattr(optical_flow, name)(weights=None, progress=False), iterations)
+    return RAFTFlow(torchvision.models.get_model(name, weights=weights, progress=False), iterations)
