@@ -4,12 +4,15 @@ truth, the parent, a baseline child and an HKT child, on one common colour scale
     python benchmarks/flow_figure.py -c configs/compare_flow_cpu.yaml --baseline ce --hkt hkt --seed 0
 
 Reads the runs' best (validation-selected) checkpoints from the grid's work_dir; writes
-``<out_dir>/flow_<pair>.png``.
+``<out_dir>/flow_<pair>.png`` and ``<out_dir>/zero_flow_epe.json`` (the EPE of predicting no motion on every test
+set: the floor a trained network must beat to have learned anything).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 import torch
@@ -38,6 +41,17 @@ def main() -> None:
     for label, name, seed in (("parent", "parent", None), (f"child, {args.baseline}", args.baseline, args.seed), (f"child, {args.hkt}", args.hkt, args.seed)):
         data, module = load_trained(run_config(grid, name, seed))
         nets[label] = module.method.child.eval()
+    from hkt.tasks.flow import FlowError
+
+    zero = {}
+    for name, test_set in data.tests.items():
+        metric = FlowError("epe")
+        for i in range(len(test_set)):
+            _, (gt, valid) = test_set[i]
+            metric.update(torch.zeros_like(gt)[None], (gt[None], valid[None]))
+        zero[name] = metric.compute().item()
+    (Path(grid["out_dir"]) / "zero_flow_epe.json").write_text(json.dumps({"command": " ".join(sys.argv), "zero_flow_epe": zero}, indent=1))
+    print("zero-flow EPE:", zero)
     for pair_name in [n for n in data.test_names if n != "synthetic"]:
         pair, (gt, valid) = data.tests[pair_name][0]
         flows, titles = [gt], ["ground truth"]

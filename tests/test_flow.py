@@ -171,6 +171,9 @@ def test_fit_and_export_flow_cli(tmp_path, capsys):
     rec = json.loads((tmp_path / "result.json").read_text())
     assert rec["test_synthetic_epe"] > 0 and rec["test_grove3_epe"] > 0 and 0 <= rec["test_grove3_fl_all"] <= 1 and "val_epe_best" in rec
     capsys.readouterr()
+    assert main(["test", *args]) == 0
+    tested = capsys.readouterr().out
+    assert '"test/synthetic_epe"' in tested and '"test/grove3_fl_all"' in tested  # every evaluation set
     assert main(["export", *args]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["max_abs_diff"] == {"safetensors": 0.0, "torchscript": 0.0} and report["params"] == 990162

@@ -1,10 +1,11 @@
 """Experiment configuration: YAML + dotted overrides, validated against the signatures of the objects it
 builds, so an unknown or misspelt key fails at once with the closest valid key named.
 
-Sections: ``seed``, ``out_dir``, ``task`` (``name``: classification | segmentation, + the task's options),
-``data`` (the task's data module: ``ImageClassificationData``, ``SegmentationData``), ``parent`` and ``child``
-(``arch``, ``weights``, ``width``), ``method`` (``name`` + the method's options), ``optim``
-(``MethodModule``: lr, momentum, weight_decay, nesterov, schedule), ``trainer`` (``lightning.Trainer``
+Sections: ``seed``, ``out_dir``, ``task`` (``name``: classification | segmentation | flow, + the task's
+options), ``data`` (the task's data module: ``ImageClassificationData``, ``SegmentationData``, ``FlowData``),
+``parent`` and ``child`` (``arch``, ``weights``, ``width``; ``iterations`` for RAFT), ``method`` (``name`` + the
+method's options), ``optim`` (``MethodModule``: optimizer, lr, momentum, weight_decay, nesterov, schedule),
+``trainer`` (``lightning.Trainer``
 arguments, passed straight through: accelerator, devices, strategy, num_nodes, precision, max_epochs …).
 """
 

@@ -165,8 +165,11 @@ class Inheritance(nn.Module):
 
         def run_child() -> None:
             child_hooks = {self.genes[i].child: child_hook(i) for i in self.child_order}
-            paths = (per_path_batchnorm(child, b), shared_skips(child, b)) if native else (nullcontext(), nullcontext())
-            with hooks(child, child_hooks, "child"), paths[0], paths[1]:
+            with (
+                hooks(child, child_hooks, "child"),
+                per_path_batchnorm(child, b) if native else nullcontext(),
+                shared_skips(child, b) if native else nullcontext(),
+            ):
                 out = child(*args)
             if native:
                 result.child, result.inherited = split_paths(out, b)

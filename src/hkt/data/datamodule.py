@@ -47,6 +47,19 @@ class EpochSampler(DistributedSampler):
         return ((i, self.epoch) for i in super().__iter__())
 
 
+def loader(data: Dataset, batch_size: int, num_workers: int, train: bool = False, seed: int = 0) -> DataLoader:
+    """A split's loader: training batches come from ``EpochSampler`` (seeded order and augmentation, DDP
+    shards, last partial batch dropped); evaluation batches in order, all of them."""
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        sampler=EpochSampler(data, seed) if train else None,
+        drop_last=train,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
 class ArrayDataset(Dataset):
     """``images`` uint8 ``(N, H, W, C)``, ``labels`` ``(N,)``; items are ``(float (C, H, W), int)``.
 
@@ -165,14 +178,7 @@ class ImageClassificationData(L.LightningDataModule):
 
     def _loader_for(self, split: str) -> DataLoader:
         self.setup()
-        data = self.splits[split]
-        return DataLoader(
-            data,
-            batch_size=self.batch_size,
-            sampler=EpochSampler(data, self.train_seed) if split == "train" else None,
-            drop_last=split == "train",
-            num_workers=self.num_workers,
-        )
+        return loader(self.splits[split], self.batch_size, self.num_workers, split == "train", self.train_seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader_for("train")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hkt.data.datamodule import EpochSampler
+from hkt.data.datamodule import loader
 from hkt.data.flow_io import read_flo
 from hkt.data.flow_synthetic import SyntheticFlow
 from hkt.data.sources import DatasetNotFoundError, data_root
@@ -227,21 +227,15 @@ class FlowData(L.LightningDataModule):
         self.setup()
         return torch.stack([self.splits["val"][i % len(self.splits["val"])][0] for i in range(n)])
 
-    def _loader(self, data: Dataset, train: bool = False, batch_size: int | None = None) -> DataLoader:
-        return DataLoader(
-            data, batch_size=batch_size or self.batch_size, sampler=EpochSampler(data, self.train_seed) if train else None,
-            drop_last=train, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.splits["train"], train=True)
+        return loader(self.splits["train"], self.batch_size, self.num_workers, True, self.train_seed)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.splits["val"])
+        return loader(self.splits["val"], self.batch_size, self.num_workers)
 
     def test_dataloader(self) -> list[DataLoader]:
         """One loader per test set, in ``test_names`` order; real pairs one at a time (sizes differ)."""
         self.setup()
-        return [self._loader(data, batch_size=self.batch_size if name == "synthetic" else 1) for name, data in self.tests.items()]
+        return [loader(data, self.batch_size if name == "synthetic" else 1, self.num_workers) for name, data in self.tests.items()]

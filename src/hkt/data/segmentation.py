@@ -23,7 +23,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from hkt.data import lits
-from hkt.data.datamodule import EpochSampler
+from hkt.data.datamodule import loader
 from hkt.data.sources import data_root
 
 
@@ -183,15 +183,7 @@ class SegmentationData(L.LightningDataModule):
 
     def _loader_for(self, split: str) -> DataLoader:
         self.setup()
-        data = self.splits[split]
-        return DataLoader(
-            data,
-            batch_size=self.batch_size,
-            sampler=EpochSampler(data, self.train_seed) if split == "train" else None,
-            drop_last=split == "train",
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return loader(self.splits[split], self.batch_size, self.num_workers, split == "train", self.train_seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader_for("train")

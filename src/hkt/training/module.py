@@ -23,8 +23,8 @@ class ParentInOptimizerError(RuntimeError):
 
 
 class MethodModule(L.LightningModule):
-    """Trains ``method`` with SGD (momentum, weight decay) and a per-epoch lr schedule; validates and tests
-    the child alone with the task's metrics (logged as ``val/<name>`` and ``test/<name>``).
+    """Trains ``method`` (SGD or AdamW, an lr schedule); validates and tests the child alone with the task's
+    metrics (logged as ``val/<name>`` and ``test/<name>``, or ``test/<set>_<name>`` for named test sets).
 
     Args:
         optimizer: ``sgd`` (with ``momentum``, ``nesterov``) or ``adamw`` (RAFT's choice).

@@ -123,4 +123,4 @@ def load_trained(cfg: dict[str, Any], ckpt: str = "best") -> tuple[Any, MethodMo
 def test(cfg: dict[str, Any], ckpt: str = "best") -> dict[str, float]:
     data, module = load_trained(cfg, ckpt)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator=cfg["trainer"].get("accelerator", "auto"), devices=1)
-    return trainer.test(module, datamodule=data, verbose=True)[0]
+    return {k: v for d in trainer.test(module, datamodule=data, verbose=True) for k, v in d.items()}  # all test sets
