@@ -27,6 +27,10 @@ def _ms(values: list[float], scale: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
     """Paired difference ``a - b`` over the seeds both have, with a two-sided paired t-test."""
     seeds = sorted(set(a) & set(b))
@@ -80,8 +84,8 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
         "",
         *([grid["notes"].strip(), ""] if grid.get("notes") else []),
         f"{'Higher' if sign > 0 else 'Lower'} is better. Checkpoints are selected on `{metric['val']}`. Paired differences use "
-        "the same seeds (same data order, same starting weights); p: two-sided paired t-test (scipy). With 3 seeds a "
-        "p-value is weak evidence either way.",
+        "the same seeds (same data order, same starting weights); p: two-sided paired t-test (scipy). With 3 to 5 seeds "
+        "a p-value is weak evidence either way.",
     ]
     by_metric = {}
     for key in keys:
@@ -100,7 +104,7 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
         def diff(d: dict[str, Any] | None) -> tuple[str, str]:
             if d is None:
                 return "–", "–"
-            return f"{d['mean_diff'] * scale:+.{digits}f} ± {d['std_diff'] * scale:.{digits}f}", f"{d['p_value']:.3f}"
+            return f"{d['mean_diff'] * scale:+.{digits}f} ± {d['std_diff'] * scale:.{digits}f}", _p(d['p_value'])
 
         for r in rows:
             dce, pce = diff(r["vs_ce"])
@@ -137,7 +141,7 @@ def _verdicts(rows: list[dict[str, Any]], sign: int, scale: float, digits: int, 
                 if d["mean_diff"] != 0
                 else f"ties `{ref}`"
             )
-            lines.append(f"- `{r['method']}` {verdict}: {d['mean_diff'] * scale:+.{digits}f} over {d['n']} paired seeds, p = {d['p_value']:.3f}.")
+            lines.append(f"- `{r['method']}` {verdict}: {d['mean_diff'] * scale:+.{digits}f} over {d['n']} paired seeds, p {'' if d['p_value'] < 0.001 else '= '}{_p(d['p_value'])}.")
     return lines
 
 
@@ -147,7 +151,7 @@ def _extra_pairs(grid: dict[str, Any], test: dict[str, dict[int, float]], scale:
     for a, b in grid.get("pairs", []):
         d = paired(test.get(a, {}), test.get(b, {}))
         if d is not None:
-            lines.append(f"- `{a}` vs `{b}`: {d['mean_diff'] * scale:+.{digits}f} ± {d['std_diff'] * scale:.{digits}f} over {d['n']} paired seeds, p = {d['p_value']:.3f}.")
+            lines.append(f"- `{a}` vs `{b}`: {d['mean_diff'] * scale:+.{digits}f} ± {d['std_diff'] * scale:.{digits}f} over {d['n']} paired seeds, p {'' if d['p_value'] < 0.001 else '= '}{_p(d['p_value'])}.")
     return ["", "Other paired comparisons:", "", *lines] if lines else []
 
 
