@@ -15,14 +15,12 @@ import argparse
 import json
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from _timing import median_step, rss_mb, training_step
 
 PARENT, CHILD = "torchvision:raft_large", "torchvision:raft_small"
 GENES2 = ["net.feature_encoder", "net.context_encoder"]
@@ -39,10 +37,6 @@ ROWS = {
 }
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def measure(label: str, steps: int, batch: int, size: tuple[int, int], iterations: int) -> dict:
     from hkt.methods import build_method
     from hkt.models import build_model
@@ -53,32 +47,20 @@ def measure(label: str, steps: int, batch: int, size: tuple[int, int], iteration
     net = build_model(arch, iterations=iterations)
     x = torch.randn(batch, 2, 3, *size)
     y = (torch.randn(batch, 2, *size), torch.ones(batch, *size, dtype=torch.bool))
-    times = []
     if options is None:  # inference
         net.eval()
-        base = _rss_mb()
+        base = rss_mb()
         with torch.inference_mode():
-            for i in range(steps + 2):
-                t0 = time.perf_counter()
-                net(x)
-                if i >= 2:
-                    times.append(time.perf_counter() - t0)
+            median = median_step(lambda: net(x), steps, warmup=2)
     else:
         options = dict(options)
         parent = build_model(parent_arch, iterations=iterations).eval() if parent_arch else None
         method = build_method(options.pop("name"), net, parent, x[:2], Flow(), **options).train()
         opt = torch.optim.AdamW(method.learnable_parameters(), lr=1e-4)
-        base = _rss_mb()
-        for i in range(steps + 2):
-            t0 = time.perf_counter()
-            _, losses = method.forward_train(x, y)
-            opt.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            opt.step()
-            if i >= 2:  # warm-up steps excluded
-                times.append(time.perf_counter() - t0)
-    step = statistics.median(times)
-    return {"row": label, "median_step_s": step, "pairs_per_s": batch / step, "peak_rss_growth_mb": _rss_mb() - base, "steps": steps}
+
+        base = rss_mb()
+        median = median_step(lambda: training_step(method, opt, x, y), steps, warmup=2)
+    return {"row": label, "median_step_s": median, "pairs_per_s": batch / median, "peak_rss_growth_mb": rss_mb() - base, "steps": steps}
 
 
 def main() -> None:

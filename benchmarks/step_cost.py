@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from _timing import median_step, rss_mb, training_step
 
 METHODS = {
     "ce": {"name": "ce"},
@@ -32,10 +31,6 @@ METHODS = {
     "hkt (stages + pooled)": {"name": "hkt", "genes": ["layer1", "layer2", "layer3", "avgpool"]},
     "hkt + kd (pooled gene)": {"name": "hkt", "genes": ["avgpool"], "kd_weight": 1.0},
 }
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def measure(label: str, steps: int, batch: int) -> dict:
@@ -50,17 +45,10 @@ def measure(label: str, steps: int, batch: int) -> dict:
     method = build_method(options.pop("name"), child, parent, x[:2], **options).train()
     method.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(method.learnable_parameters(), lr=0.01, momentum=0.9)
-    times = []
-    base_rss = _rss_mb()
-    for i in range(steps + 3):
-        t0 = time.perf_counter()
-        _, losses = method.forward_train(x, y)
-        opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        opt.step()
-        if i >= 3:  # warm-up steps excluded
-            times.append(time.perf_counter() - t0)
-    return {"method": label, "median_step_s": statistics.median(times), "steps": steps, "peak_rss_growth_mb": _rss_mb() - base_rss}
+
+    base_rss = rss_mb()
+    median = median_step(lambda: training_step(method, opt, x, y), steps, warmup=3)
+    return {"method": label, "median_step_s": median, "steps": steps, "peak_rss_growth_mb": rss_mb() - base_rss}
 
 
 def inference_latency(batch: int, reps: int = 30) -> dict:
@@ -74,14 +62,8 @@ def inference_latency(batch: int, reps: int = 30) -> dict:
     exported = method.export_child()
 
     def median_time(m: torch.nn.Module) -> float:
-        ts = []
         with torch.inference_mode():
-            for i in range(reps + 3):
-                t0 = time.perf_counter()
-                m(x)
-                if i >= 3:
-                    ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
+            return median_step(lambda: m(x), reps, warmup=3)
 
     # interleave to share any drift in machine load
     plain_t, exp_t = [], []

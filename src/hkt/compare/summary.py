@@ -48,8 +48,11 @@ def _scale(key: str) -> tuple[float, str]:
     return (100.0, " (%)") if key.endswith("acc") else (1.0, "")
 
 
-def _rows(records: dict[str, dict[int, dict[str, Any]]], order: list[str], key: str, val_key: str) -> list[dict[str, Any]]:
-    test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
+def _rows(
+    records: dict[str, dict[int, dict[str, Any]]], test: dict[str, dict[int, float]], key: str, val_key: str
+) -> list[dict[str, Any]]:
+    """One table row per method; ``test`` is ``{method: {seed: value of key}}``."""
+    order = list(test)
     rows = []
     for m in order:
         recs = list(records[m].values())
@@ -91,7 +94,8 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     for key in keys:
         scale, unit = _scale(key)
         digits = 2 if scale == 100.0 else 3
-        rows = by_metric[key] = _rows(records, order, key, val_key)
+        test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
+        rows = by_metric[key] = _rows(records, test, key, val_key)
         vscale, vunit = _scale(val_key.removesuffix("_best"))
         lines += [
             "",
@@ -114,7 +118,6 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
                 f"| {r['method']} | {len(r['seeds'])} | {_ms(r['test'], scale, digits)} | {_ms(r['val'], vscale, digits)} | "
                 f"{_ms(r['test_last_epoch'], scale, digits)} | {dce} | {pce} | {dkd} | {pkd} | {step} | {statistics.mean(r['wall_s']):.0f} |"
             )
-        test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
         lines += ["", *_verdicts(rows, sign, scale, digits, key), *_extra_pairs(grid, test, scale, digits)]
     lines += ["", *_hkt_diagnostics(records, order)]
     lines += ["", "Plots: `val_curves.png` (validation metric per epoch, band = ± std over seeds), `gates.png` (mean inheritance rate per gene, HKT runs)."]

@@ -60,6 +60,35 @@ def loader(data: Dataset, batch_size: int, num_workers: int, train: bool = False
     )
 
 
+class SplitData(L.LightningDataModule):
+    """What every hkt data module shares: after ``setup`` it holds ``splits`` (``train``, ``val`` and, unless
+    ``test_dataloader`` is overridden, ``test``); subclasses set ``batch_size``, ``num_workers``, ``train_seed``."""
+
+    splits: dict[str, Dataset]
+    batch_size: int
+    num_workers: int
+    train_seed: int
+
+    def example_input(self, n: int = 2) -> Tensor:
+        """A small real batch of ``n`` validation inputs for dry runs (adapter sizing)."""
+        self.setup()
+        val = self.splits["val"]
+        return torch.stack([val[i % len(val)][0] for i in range(n)])
+
+    def _loader_for(self, split: str) -> DataLoader:
+        self.setup()
+        return loader(self.splits[split], self.batch_size, self.num_workers, split == "train", self.train_seed)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader_for("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader_for("val")
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._loader_for("test")
+
+
 class ArrayDataset(Dataset):
     """``images`` uint8 ``(N, H, W, C)``, ``labels`` ``(N,)``; items are ``(float (C, H, W), int)``.
 
@@ -85,7 +114,7 @@ class ArrayDataset(Dataset):
         return self.transform(self.images[key]), self.labels[key]
 
 
-class ImageClassificationData(L.LightningDataModule):
+class ImageClassificationData(SplitData):
     """Args:
         name: ``cifar10`` | ``fashion_mnist``.
         root: dataset folder (see ``hkt.data.sources``); ``None`` uses the environment defaults.
@@ -170,21 +199,3 @@ class ImageClassificationData(L.LightningDataModule):
             "sizes": {k: len(v) for k, v in self.splits.items()},
             "split_seed": self.seed,
         }
-
-    def example_input(self, n: int = 2) -> Tensor:
-        """A small real batch ``(n, C, H, W)`` for dry runs (adapter sizing)."""
-        self.setup()
-        return torch.stack([self.splits["val"][i][0] for i in range(n)])
-
-    def _loader_for(self, split: str) -> DataLoader:
-        self.setup()
-        return loader(self.splits[split], self.batch_size, self.num_workers, split == "train", self.train_seed)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader_for("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader_for("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader_for("test")

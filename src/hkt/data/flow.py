@@ -14,14 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hkt.data.datamodule import loader
+from hkt.data.datamodule import SplitData, loader
 from hkt.data.flow_io import read_flo
 from hkt.data.flow_synthetic import SyntheticFlow
 from hkt.data.sources import DatasetNotFoundError, data_root
@@ -133,7 +132,7 @@ class _Fixed(Dataset):
         return self.items[i]
 
 
-class FlowData(L.LightningDataModule):
+class FlowData(SplitData):
     """Args:
         train: ``synthetic`` | ``chairs`` | ``things`` | ``sintel`` | ``kitti``.
         root: folder holding the torchvision datasets (``FlyingChairs/``, ``Sintel/`` …) and ``middlebury/``;
@@ -221,19 +220,6 @@ class FlowData(L.LightningDataModule):
             "train": self.train, "crop": list(self.crop), "sizes": {"train": len(self.splits["train"]), "val": len(self.splits["val"]),
             **{f"test/{k}": len(v) for k, v in self.tests.items()}}, "eval_scales": self.eval_sets,
         }
-
-    def example_input(self, n: int = 2) -> Tensor:
-        """A small real batch ``(n, 2, 3, H, W)`` for dry runs."""
-        self.setup()
-        return torch.stack([self.splits["val"][i % len(self.splits["val"])][0] for i in range(n)])
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return loader(self.splits["train"], self.batch_size, self.num_workers, True, self.train_seed)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return loader(self.splits["val"], self.batch_size, self.num_workers)
 
     def test_dataloader(self) -> list[DataLoader]:
         """One loader per test set, in ``test_names`` order; real pairs one at a time (sizes differ)."""

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from hkt.data import lits
-from hkt.data.datamodule import loader
+from hkt.data.datamodule import SplitData
 from hkt.data.sources import data_root
 
 
@@ -68,7 +67,7 @@ class SliceDataset(Dataset):
         return image.as_subclass(Tensor), mask.as_subclass(Tensor)
 
 
-class SegmentationData(L.LightningDataModule):
+class SegmentationData(SplitData):
     """Args:
         name: ``lits`` (the only layout so far).
         root: folder with ``volume-N.nii[.gz]`` / ``segmentation-N.nii[.gz]``; ``None`` = ``$HKT_DATA_DIR/lits-sample``.
@@ -175,21 +174,3 @@ class SegmentationData(L.LightningDataModule):
             "dataset": self.name, "root": self._root(), "axis": self.axis, "split": self._mode, "layout": self._layout,
             "sizes": {k: len(v) for k, v in self.splits.items()}, "window": self.window, "context": self.context,
         }
-
-    def example_input(self, n: int = 2) -> Tensor:
-        """A small real batch ``(n, 2k+1, H, W)`` for dry runs (adapter sizing)."""
-        self.setup()
-        return torch.stack([self.splits["val"][i % len(self.splits["val"])][0] for i in range(n)])
-
-    def _loader_for(self, split: str) -> DataLoader:
-        self.setup()
-        return loader(self.splits[split], self.batch_size, self.num_workers, split == "train", self.train_seed)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader_for("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader_for("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader_for("test")
