@@ -51,14 +51,22 @@ def test_tampered_weights_fail_the_hash_check(tmp_path, monkeypatch):
 
 
 def test_weights_never_unpickle_objects(tmp_path):
+    """A malicious pickle (it would create a marker file) is refused by name, never executed, and the message
+    never suggests weights_only=False."""
+    from hkt.io import UnreadableFileError
+
+    marker = tmp_path / "pwned"
+
     class Evil:
         def __reduce__(self):
-            return (print, ("pwned",))
+            return (open, (str(marker), "w"))
 
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {}, "payload": Evil()}, path)
-    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+    with pytest.raises(UnreadableFileError, match=r"evil\.pt holds Python objects.*refuses to unpickle") as err:
         load_weights(build_model("resnet8"), path)
+    assert "weights_only=False" not in str(err.value)
+    assert not marker.exists()
 
 
 def test_registry_hashes_match_the_mirror():

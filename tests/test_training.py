@@ -12,6 +12,7 @@ import torch
 from hkt.cli import main
 from hkt.config import load_config
 from hkt.methods import CE
+from hkt.training.history import History
 from hkt.training.module import NonFiniteLossError, ParentInOptimizerError
 from hkt.training.run import build, fit, make_trainer
 
@@ -29,11 +30,18 @@ def test_hkt_fit_writes_results_and_resumes_exactly(tiny_fashion, tmp_path):
     assert {"gate/layer2", "gate/avgpool", "val/acc", "train/inherit"} <= set(rec["epochs"][-1])
     assert json.loads((tmp_path / "straight" / "result.json").read_text())["best_epoch"] in (0, 1)
 
-    # the same run interrupted after one epoch (8 steps of 64), then resumed to two
-    first = load_config(None, tiny_fashion + parent + ["trainer.max_epochs=2", "trainer.max_steps=8", f"out_dir={tmp_path / 'resumed'}"])
-    fit(first)
-    (tmp_path / "resumed" / "result.json").unlink()  # as if interrupted before the end
+    # the same run interrupted at the start of its second epoch, then resumed
     resumed = load_config(None, tiny_fashion + parent + ["trainer.max_epochs=2", f"out_dir={tmp_path / 'resumed'}"])
+
+    def crash(self, trainer, module):
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt  # Lightning's own handling of Ctrl-C; a kill -9 is tested in test_recovery.py
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(History, "on_train_epoch_start", crash, raising=False)
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            fit(resumed)
+    assert not (tmp_path / "resumed" / "result.json").exists()
     rec2 = fit(resumed, resume=True)
     assert [e["epoch"] for e in rec2["epochs"]] == [0, 1]
     a, b = child_weights(tmp_path / "straight"), child_weights(tmp_path / "resumed")

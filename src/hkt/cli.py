@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -26,6 +28,25 @@ def _overrides(extra: list[str]) -> list[str]:
     return out
 
 
+_EXPECTED = (ValueError, KeyError, TypeError, OSError, RuntimeError, FloatingPointError, EOFError, pickle.UnpicklingError)
+
+
+def explain(e: BaseException) -> str:
+    """One or two lines for a person: what went wrong, with which file or key, and what to do."""
+    if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, FileExistsError)) and e.errno is not None:
+        where = e.filename or "a file"
+        fix = {
+            errno.EACCES: "make it writable or choose another out_dir",
+            errno.EPERM: "make it writable or choose another out_dir",
+            errno.EROFS: "the filesystem is read-only: choose another out_dir",
+            errno.ENOSPC: "the disk is full: free space or choose another out_dir (files already written are intact)",
+            errno.EDQUOT: "the disk quota is exceeded: free space or choose another out_dir",
+        }.get(e.errno, "check the path and its permissions")
+        return f"cannot access {where}: {e.strerror}; {fix}"
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    return str(text) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hkt", description="Hereditary Knowledge Transfer: train a small child with genes inherited from a frozen parent.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--config", "-c", required=True, help="grid YAML (see configs/compare_*.yaml)")
     p_cmp.add_argument("--only", nargs="+", help="run only these methods")
     p_cmp.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished runs")
+    for p in (p_fit, p_test, p_exp, p_demo, p_cmp):
+        p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args, extra = parser.parse_known_args(argv)
 
     try:
@@ -85,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             fresh = task_of(cfg).build_net({**cfg["child"], "weights": None}, data)
             report = export(module.method, fresh, data.example_input(16), args.out or Path(cfg["out_dir"]) / "export")
             print(json.dumps(report, indent=1))
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        print(f"hkt {args.command}: error: {e}", file=sys.stderr)
+    except _EXPECTED as e:
+        if args.debug:
+            raise
+        print(f"hkt {args.command}: error: {explain(e)}", file=sys.stderr)
         return 2
     return 0
 

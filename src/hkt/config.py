@@ -14,10 +14,36 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loading, plus YAML 1.2's floats: ``1e-3``, ``5E-4`` and ``1e12`` are numbers, not strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that reads scientific notation as float."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -40,6 +66,48 @@ def _keys_of(fn: Any, drop: tuple[str, ...] = ()) -> set[str]:
     return {p for p in inspect.signature(fn).parameters if p not in ("self", *drop)}
 
 
+def _hints(fn: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # a library's annotation we cannot resolve: no type checks for that object
+        return {}
+
+
+def _accepts(hint: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits ``hint``; ``None`` when the hint is not a plain number/bool/str type we check."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_accepts(h, value) for h in typing.get_args(hint)]
+        return True if True in verdicts else None if None in verdicts else False
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return None
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def check_types(options: dict[str, Any], fn: Any, where: str) -> None:
+    """Raise ``ConfigError`` naming the key, the value and the expected type when a number, bool or string
+    option of ``fn`` has a value of another type (e.g. ``lr: "1e-3"`` quoted, or ``max_epochs: 2.5``)."""
+    hints = _hints(fn)
+    for key, value in options.items():
+        if key in hints and _accepts(hints[key], value) is False:
+            raise ConfigError(
+                f"config key '{where}{key}' must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__}); "
+                "write numbers unquoted, e.g. lr: 0.001 or lr: 1e-3"
+            )
+
+
 def _allowed(task: str) -> dict[str, set[str]]:
     import lightning as L
 
@@ -53,7 +121,7 @@ def _allowed(task: str) -> dict[str, set[str]]:
         "data": _keys_of(TASKS[task].data_class.__init__, ("train_seed",)),
         "parent": set(TASKS[task].net_keys),
         "child": set(TASKS[task].net_keys),
-        "optim": _keys_of(MethodModule.__init__, ("method", "task", "data")),
+        "optim": _keys_of(MethodModule.__init__, ("method", "task", "data", "run")),
         "trainer": _keys_of(L.Trainer.__init__, ("callbacks", "plugins", "logger", "default_root_dir")),
     }
 
@@ -62,6 +130,19 @@ def _unknown(key: str, valid: set[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, sorted(valid), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(valid))}." if valid else " This section takes no keys here."
     return ConfigError(f"unknown config key '{where}{key}'.{hint}")
+
+
+def _check_section_types(cfg: dict[str, Any]) -> None:
+    import lightning as L
+
+    from hkt.tasks import TASKS
+    from hkt.training.module import MethodModule
+
+    task = TASKS[cfg["task"]["name"]]
+    check_types(cfg["task"], task.__init__, "task.")
+    check_types(cfg["data"], task.data_class.__init__, "data.")
+    check_types(cfg["optim"], MethodModule.__init__, "optim.")
+    check_types(cfg["trainer"], L.Trainer.__init__, "trainer.")
 
 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +160,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         for key in cfg[section]:
             if key not in valid:
                 raise _unknown(key, valid, f"{section}.")
+    _check_section_types(cfg)
     method = dict(cfg["method"])
     name = method.pop("name", None)
     if name not in METHODS:
@@ -87,6 +169,9 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     for key in method:
         if key not in valid:
             raise _unknown(key, valid, "method.")
+    check_types(method, METHODS[name].__init__, "method.")
+    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
+        raise ConfigError(f"config key 'seed' must be an int, got {cfg['seed']!r}")
     if name != "ce" and not cfg["parent"].get("arch"):
         raise ConfigError(f"method {name!r} needs a parent: set parent.arch (and parent.weights)")
     return cfg
@@ -97,7 +182,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value (e.g. trainer.max_epochs=3)")
     key, value = text.split("=", 1)
-    return key.strip().lstrip("-").split("."), yaml.safe_load(value)
+    return key.strip().lstrip("-").split("."), load_yaml(value)
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +206,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = load_yaml(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of sections")
         cfg = merge(cfg, loaded)

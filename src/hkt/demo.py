@@ -16,7 +16,7 @@ from typing import Any
 from hkt.config import load_config
 from hkt.export import export
 from hkt.models import build_model
-from hkt.training.checkpoint_io import write_atomic
+from hkt.io import savefig, write_atomic
 from hkt.training.run import fit_or_resume, load_trained
 
 
@@ -90,5 +90,5 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("hkt demo: Fashion-MNIST child")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    savefig(fig, path)
     plt.close(fig)

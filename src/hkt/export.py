@@ -3,34 +3,21 @@ the in-wrapper child's output on a real batch before anything is reported as exp
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
+from hkt.io import load_safetensors, write_with
 from hkt.methods.base import Method
 from hkt.models.weights import load_into
-from hkt.training.checkpoint_io import publish
 
 
 class ExportMismatchError(RuntimeError):
     """An exported artefact does not reproduce the trained child's output."""
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        publish(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def export(method: Method, fresh_child: nn.Module, example: Tensor, out_dir: str | Path, atol: float = 0.0) -> dict[str, object]:
@@ -49,12 +36,12 @@ def export(method: Method, fresh_child: nn.Module, example: Tensor, out_dir: str
         reference = method.eval().child(example)
     state = {k: v.detach().contiguous() for k, v in child.state_dict().items()}
     st_path, ts_path = out / "child.safetensors", out / "child.torchscript.pt"
-    _atomic(st_path, lambda p: save_file(state, p))
+    write_with(st_path, lambda p: save_file(state, p))
     with torch.no_grad():
         scripted = torch.jit.trace(child, example)
-    _atomic(ts_path, lambda p: torch.jit.save(scripted, p))
+    write_with(ts_path, lambda p: torch.jit.save(scripted, p))
 
-    reloaded = load_into(fresh_child, load_file(str(st_path)), str(st_path)).eval()
+    reloaded = load_into(fresh_child, load_safetensors(st_path), str(st_path)).eval()
     loaded_ts = torch.jit.load(str(ts_path))
 
     def max_diff(output: Any) -> float:  # outputs may be nested (RAFT: a list of flows, one per iteration)

@@ -23,14 +23,13 @@ stopped and continued. Each finished run's record is copied to ``out_dir/runs/<m
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hkt.compare.summary import summarize
-from hkt.config import ConfigError, from_dict, merge
-from hkt.training.checkpoint_io import write_atomic
+from hkt.config import ConfigError, from_dict, load_yaml, merge
+from hkt.io import RunLockedError, write_atomic
 from hkt.training.run import fit_or_resume
 
 GRID_KEYS = {"name", "out_dir", "work_dir", "seeds", "metric", "common", "prepare", "methods", "notes", "pairs"}
@@ -41,7 +40,7 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"grid file {path} does not exist")
-    grid = yaml.safe_load(path.read_text()) or {}
+    grid = load_yaml(path.read_text()) or {}
     unknown = set(grid) - GRID_KEYS
     if unknown:
         raise ConfigError(f"unknown grid key(s) {sorted(unknown)} in {path}; valid: {sorted(GRID_KEYS)}")
@@ -93,16 +92,30 @@ def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
     out = Path(grid["out_dir"])
     for name in grid["prepare"]:
         print(f"[hkt compare] prepare {name}", flush=True)
-        record = fit_or_resume(run_config(grid, name, None))
+        while True:  # every method starts from the prepare runs: wait for a worker that is training one
+            try:
+                record = fit_or_resume(run_config(grid, name, None))
+                break
+            except RunLockedError:
+                print(f"[hkt compare] prepare {name}: another worker is training it; waiting", flush=True)
+                time.sleep(30)
         _publish(record, out / "prepare" / f"{name}.json")
+    busy = []
     for seed in grid["seeds"]:  # seed-major: every method gets its first seed before any gets a third
         for name in grid["methods"]:
             if only and name not in only:
                 continue
             print(f"[hkt compare] {name} seed {seed}", flush=True)
-            record = fit_or_resume(run_config(grid, name, seed))
+            try:
+                record = fit_or_resume(run_config(grid, name, seed))
+            except RunLockedError:  # another worker on the same grid has this run: take the next one
+                print(f"[hkt compare] {name} seed {seed}: another worker is running it; skipped", flush=True)
+                busy.append(f"{name}/seed{seed}")
+                continue
             _publish(record, out / "runs" / name / f"seed{seed}.json")
             summarize(grid)  # the summary is always current, even if the grid is stopped
+    if busy:
+        print(f"[hkt compare] still running in other workers: {', '.join(busy)}; rerun to summarise them when done", flush=True)
 
 
 def _publish(record: dict[str, Any], path: Path) -> None:

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from hkt.training.checkpoint_io import write_atomic
+from hkt.io import savefig, write_atomic
 
 
 def load_records(out_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -213,7 +213,7 @@ def _plots(records: dict[str, dict[int, dict[str, Any]]], order: list[str], grid
             ax.legend(fontsize=6)
         ax.set_ylabel(ylabel)
         fig.tight_layout()
-        fig.savefig(path)
+        savefig(fig, path)
         plt.close(fig)
 
     val_key = grid["metric"]["val"]

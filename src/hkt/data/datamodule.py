@@ -89,6 +89,20 @@ class SplitData(L.LightningDataModule):
         return self._loader_for("test")
 
 
+def check_labels(labels: dict[str, np.ndarray], num_classes: int, source: str) -> None:
+    """Every split's labels lie in ``[0, num_classes)``; else a ``ValueError`` naming the split, a few offending
+    values and the fix (a corrupt label must not silently add a class or be scored as an ordinary mistake)."""
+    for split, y in labels.items():
+        bad = (y < 0) | (y >= num_classes)
+        if bad.any():
+            values = sorted(set(y[bad].tolist()))
+            raise ValueError(
+                f"{split} labels of {source} fall outside the {num_classes} classes [0, {num_classes}): {int(bad.sum())} "
+                f"label(s), values {values[:5]}{' …' if len(values) > 5 else ''}. Fix or remove those samples, or set "
+                "data.num_classes if the dataset really has more classes."
+            )
+
+
 class ArrayDataset(Dataset):
     """``images`` uint8 ``(N, H, W, C)``, ``labels`` ``(N,)``; items are ``(float (C, H, W), int)``.
 
@@ -120,6 +134,8 @@ class ImageClassificationData(SplitData):
         root: dataset folder (see ``hkt.data.sources``); ``None`` uses the environment defaults.
         val_size: validation images (from train, or from test when ``val_from == "test"``).
         val_from: ``train`` | ``test``.
+        num_classes: classes of the child's head; ``None`` = the dataset's classes (10, or the class folders of
+            an ImageFolder tree). Never inferred from the labels: every split's labels are checked against it.
         train_subset: use only this many training images (after carving validation), ``None`` = all.
         test_subset: evaluate on only this many test images, ``None`` = all.
         seed: seeds the splits.
@@ -133,6 +149,7 @@ class ImageClassificationData(SplitData):
         download: bool = False,
         val_size: int = 5000,
         val_from: str = "train",
+        num_classes: int | None = None,
         train_subset: int | None = None,
         test_subset: int | None = None,
         batch_size: int = 128,
@@ -148,7 +165,7 @@ class ImageClassificationData(SplitData):
             raise ValueError(f"data.val_from must be 'train' or 'test', got {val_from!r}")
         self.name, self.root, self.download = name, root, download
         self.val_size, self.val_from, self.seed, self.train_seed = val_size, val_from, seed, train_seed
-        self.train_subset, self.test_subset = train_subset, test_subset
+        self.train_subset, self.test_subset, self.num_classes_option = train_subset, test_subset, num_classes
         self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
         loader, mean, std, pad, flip = DATASETS[name]
         self._loader = loader
@@ -160,7 +177,11 @@ class ImageClassificationData(SplitData):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train_x, train_y, test_x, test_y = self._loader(self.root, self.download)
+        decoded = self._loader(self.root, self.download)
+        train_x, train_y, test_x, test_y = decoded.train_x, decoded.train_y, decoded.test_x, decoded.test_y
+        self.num_classes = self.num_classes_option or len(decoded.classes)
+        self.source = {"root": decoded.root, "fingerprint": decoded.fingerprint, "classes": list(decoded.classes)}
+        check_labels({"training": train_y, "test": test_y}, self.num_classes, decoded.root)
         rng = np.random.default_rng(self.seed)
         # every split is a seeded permutation: folders list images class by class, so a prefix of an
         # unshuffled index would be a single class
@@ -187,7 +208,6 @@ class ImageClassificationData(SplitData):
             "val": ArrayDataset(val_x, val_y, self.eval_transform),
             "test": ArrayDataset(test_x[test_idx], test_y[test_idx], self.eval_transform),
         }
-        self.num_classes = int(train_y.max()) + 1
         self.in_channels = train_x.shape[3]
 
     def describe(self) -> dict[str, Any]:
@@ -198,4 +218,6 @@ class ImageClassificationData(SplitData):
             "val_from": self.val_from,
             "sizes": {k: len(v) for k, v in self.splits.items()},
             "split_seed": self.seed,
+            "num_classes": self.num_classes,
+            **self.source,
         }

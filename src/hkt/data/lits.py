@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hkt.data.sources import DatasetNotFoundError, _save_atomic, cache_dir
+from hkt.data.sources import DatasetNotFoundError, cache_dir
+from hkt.io import save_array
 
 CLASSES = ("background", "liver", "tumour")
 REGIONS = {"liver": (1, 2), "tumour": (2,)}  # LiTS scoring: liver includes tumour
@@ -87,7 +88,7 @@ def cached_case(volume: Path, segmentation: Path, num_classes: int = len(CLASSES
     paths = folder / "hu.npy", folder / "labels.npy"
     if not all(p.is_file() for p in paths):
         for p, a in zip(paths, read_case(volume, segmentation, num_classes, axis)):
-            _save_atomic(p, a)
+            save_array(p, a)
     hu, labels = (np.load(p, mmap_mode="r", allow_pickle=False) for p in paths)
     return hu, labels
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from hkt.io import load_safetensors, load_torch
+
 _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 
 
@@ -86,14 +88,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     prefix (DataParallel checkpoints); from an ``hkt fit`` checkpoint it takes the trained child.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
+        sd = load_safetensors(path, "weights file")
     else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_torch(path, "weights file")
         sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
     if not isinstance(sd, dict):
         raise CheckpointMismatchError(f"{path} holds no state_dict")

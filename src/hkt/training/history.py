@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning as L
 
-from hkt.training.checkpoint_io import write_atomic
+from hkt.io import write_atomic
 
 
 class History(L.Callback):

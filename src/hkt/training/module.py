@@ -4,18 +4,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import Tensor, nn
 
 from hkt.methods.base import Method
 from hkt.tasks import Task
+from hkt.training.schedule import SCHEDULES, lr_factor
+
+OPTIM_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "nesterov", "schedule", "warmup", "min_lr", "milestones")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN/inf; the run stops and its last good checkpoint is kept."""
+    """The training loss, or after a step a weight or buffer of the child, became NaN/inf; the run stops and its
+    last good checkpoint (which never holds a non-finite value) is kept."""
 
 
 class ParentInOptimizerError(RuntimeError):
@@ -26,10 +32,16 @@ class MethodModule(L.LightningModule):
     """Trains ``method`` (SGD or AdamW, an lr schedule); validates and tests the child alone with the task's
     metrics (logged as ``val/<name>`` and ``test/<name>``, or ``test/<set>_<name>`` for named test sets).
 
+    Every schedule steps per optimiser step (``hkt.training.schedule``), over
+    ``trainer.estimated_stepping_batches`` steps.
+
     Args:
         optimizer: ``sgd`` (with ``momentum``, ``nesterov``) or ``adamw`` (RAFT's choice).
-        schedule: ``cosine`` (to 0 over ``max_epochs``), ``step`` (x0.1 at 50% and 75%), ``constant`` (all per
-            epoch) or ``onecycle`` (per step: 5% linear warm-up then linear decay, as RAFT trains).
+        schedule: ``cosine`` (to ``min_lr``), ``step`` (x0.1 at each of ``milestones``, fractions of training),
+            ``onecycle`` (linear warm-up then linear decay, as RAFT trains) or ``constant``.
+        warmup: fraction of training with a linear warm-up (cosine, onecycle: 5 % when 0).
+        min_lr: the lr of the last step (cosine, onecycle).
+        run: what the run is (method, architectures), stored in checkpoints so a mismatched one is named.
     """
 
     def __init__(
@@ -43,14 +55,27 @@ class MethodModule(L.LightningModule):
         nesterov: bool = False,
         schedule: str = "cosine",
         optimizer: str = "sgd",
+        warmup: float = 0.0,
+        min_lr: float = 0.0,
+        milestones: Sequence[float] = (0.5, 0.75),
+        run: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if schedule not in ("cosine", "step", "constant", "onecycle"):
-            raise ValueError(f"optim.schedule must be cosine, step, constant or onecycle, got {schedule!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optim.optimizer must be sgd or adamw, got {optimizer!r}")
+        if not 0 <= warmup < 1:
+            raise ValueError(f"optim.warmup is a fraction of training in [0, 1), got {warmup}")
+        if lr <= 0 or min_lr < 0 or min_lr > lr:
+            raise ValueError(f"optim.lr must be > 0 and 0 <= optim.min_lr <= optim.lr, got lr={lr}, min_lr={min_lr}")
+        if any(not 0 < m < 1 for m in milestones):
+            raise ValueError(f"optim.milestones are fractions of training in (0, 1), got {list(milestones)}")
         self.method, self.optimizer = method, optimizer
         self.lr, self.momentum, self.weight_decay, self.nesterov, self.schedule = lr, momentum, weight_decay, nesterov, schedule
+        self.warmup, self.min_lr, self.milestones = warmup, min_lr, tuple(milestones)
+        self.run_info = dict(run or {})
+        self._restored_optim: dict[str, Any] | None = None
         metrics = task.metrics(data)
         self.val_metrics = metrics.clone(prefix="val/")
         # one collection per test loader: test/<metric>, or test/<set>_<metric> when there are named sets (flow)
@@ -71,9 +96,62 @@ class MethodModule(L.LightningModule):
                 "The last good checkpoint is kept; lower the learning rate or use 32-bit precision, then resume."
             )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True)
         self.log_dict(self.method.log_values(), on_step=False, on_epoch=True)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After the optimiser step: a weight or buffer (BatchNorm running statistics) that went non-finite with a
+        finite loss would otherwise be saved as the "good" checkpoint."""
+        named = [(n, t) for n, t in self.method.named_parameters() if not n.startswith("parent.")]
+        named += [(n, t) for n, t in self.method.named_buffers() if not n.startswith("parent.") and t.is_floating_point()]
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named]).all()
+        if not bool(finite):
+            bad = [n for n, t in named if not torch.isfinite(t).all()]
+            raise NonFiniteLossError(
+                f"non-finite weights after the step at epoch {self.current_epoch}, step {self.global_step} ({', '.join(bad[:3])}"
+                f"{' …' if len(bad) > 3 else ''}). The last good checkpoint is kept; lower the learning rate "
+                "(e.g. optim.lr=...) and resume with --resume."
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["hkt"] = {"optim": self.optim_config(), "run": self.run_info}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored_optim = (checkpoint.get("hkt") or {}).get("optim")
+
+    def optim_config(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in OPTIM_KEYS)}
+
+    def on_train_start(self) -> None:
+        """On resume, the restored optimiser and schedule carry the old settings; the config given now wins (that
+        is how a diverged run is resumed with a lower lr)."""
+        old, new = self._restored_optim, self.optim_config()
+        if old is None or old == new:
+            return
+        if old.get("optimizer") != new["optimizer"]:
+            raise ValueError(
+                f"the checkpoint was trained with optim.optimizer={old.get('optimizer')!r}, the config says {new['optimizer']!r}; "
+                "an optimiser's state cannot be carried over to another optimiser. Keep the optimizer or start a new run."
+            )
+        changed = {k: (old.get(k), new[k]) for k in OPTIM_KEYS if old.get(k) != new[k]}
+        opt = self.optimizers().optimizer if hasattr(self.optimizers(), "optimizer") else self.optimizers()
+        sched = self.lr_schedulers()
+        for group in opt.param_groups:
+            group["initial_lr"] = self.lr
+            group["weight_decay"] = self.weight_decay
+            if self.optimizer == "sgd":
+                group["momentum"], group["nesterov"] = self.momentum, self.nesterov
+        if sched is not None:
+            sched.base_lrs = [self.lr for _ in opt.param_groups]
+            for group, factor in zip(opt.param_groups, sched.lr_lambdas):
+                group["lr"] = self.lr * factor(sched.last_epoch)
+        else:
+            for group in opt.param_groups:
+                group["lr"] = self.lr
+        msg = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        rank_zero_info(f"hkt: resuming with changed optimiser settings ({msg}); the restored optimiser and schedule now follow them")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -100,15 +178,8 @@ class MethodModule(L.LightningModule):
             opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         else:
             opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
-        epochs = max(1, self.trainer.max_epochs or 1)
-        if self.schedule == "onecycle":
-            steps = int(self.trainer.estimated_stepping_batches)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=steps + 1, pct_start=0.05, anneal_strategy="linear", cycle_momentum=False)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        if self.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        elif self.schedule == "step":
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, [epochs // 2, (3 * epochs) // 4], 0.1)
-        else:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        steps = int(self.trainer.estimated_stepping_batches)
+        # the factor is read from the current settings on every call, so a resume with a new min_lr applies too
+        factor = lr_factor(self.schedule, steps, self.warmup, self.min_lr / self.lr, self.milestones)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

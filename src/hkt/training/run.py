@@ -13,9 +13,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from hkt.io import RunLock, load_torch, write_atomic
+from hkt.io.lock import is_secondary_rank
 from hkt.methods import build_method
 from hkt.tasks import Task, build_task
-from hkt.training.checkpoint_io import AtomicCheckpointIO, write_atomic
+from hkt.training.checkpoint_io import AtomicCheckpointIO
 from hkt.training.history import History
 from hkt.training.module import MethodModule
 
@@ -23,6 +25,17 @@ from hkt.training.module import MethodModule
 def task_of(cfg: dict[str, Any]) -> Task:
     options = dict(cfg["task"])
     return build_task(options.pop("name"), **options)
+
+
+def describe_run(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint was trained as: enough to name the difference when it is loaded under another config."""
+    return {
+        "task": cfg["task"]["name"],
+        "method": cfg["method"]["name"],
+        "child": cfg["child"].get("arch"),
+        "child_width": cfg["child"].get("width"),
+        "parent": cfg["parent"].get("arch"),
+    }
 
 
 def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
@@ -33,7 +46,33 @@ def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
     nets = {role: task.build_net(cfg[role], data) for role in ("parent", "child") if cfg[role].get("arch")}
     options = dict(cfg["method"])
     method = build_method(options.pop("name"), nets["child"], nets.get("parent"), data.example_input(), task, **options)
-    return data, MethodModule(method, task, data, **cfg["optim"])
+    return data, MethodModule(method, task, data, **cfg["optim"], run=describe_run(cfg))
+
+
+class CheckpointConfigMismatchError(ValueError):
+    """A checkpoint was trained under another configuration (method, architecture) than the one given."""
+
+
+def check_checkpoint(module: MethodModule, ckpt: dict[str, Any], path: Path) -> None:
+    """Fail with one readable line when ``ckpt`` cannot be loaded into ``module``, or holds non-finite values."""
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointConfigMismatchError(f"{path} is not an hkt training checkpoint (no state_dict); pass a checkpoint written by `hkt fit`")
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        theirs, mine = (ckpt.get("hkt") or {}).get("run"), module.run_info
+        if theirs and theirs != mine:
+            diff = ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, config {mine.get(k)!r}" for k in mine if theirs.get(k) != mine.get(k))
+            raise CheckpointConfigMismatchError(f"{path} was trained with another config ({diff}); pass the config it was trained with")
+        raise CheckpointConfigMismatchError(
+            f"{path} does not fit this config: {len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} reshaped "
+            f"tensors (e.g. {(missing + unexpected + shapes)[:3]}); pass the config it was trained with"
+        )
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointConfigMismatchError(f"{path} holds non-finite values ({', '.join(bad[:3])}); it cannot be used. Restart the run.")
 
 
 def _loggers(out: Path) -> list[Any]:
@@ -67,14 +106,38 @@ def make_trainer(cfg: dict[str, Any]) -> tuple[L.Trainer, ModelCheckpoint, Histo
     return trainer, best, history
 
 
+def _rotate_logs(out: Path) -> None:
+    """Lightning's CSV logger deletes an existing ``metrics.csv``; keep it as ``metrics.<n>.csv`` instead."""
+    csv = out / "logs" / "metrics.csv"
+    if csv.is_file():
+        n = 1
+        while (csv.parent / f"metrics.{n}.csv").exists():
+            n += 1
+        csv.rename(csv.parent / f"metrics.{n}.csv")
+
+
 def fit(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
-    """Train, select on validation, test once; returns (and writes ``out_dir/result.json``) the record."""
+    """Train, select on validation, test once; returns (and writes ``out_dir/result.json``) the record.
+
+    Holds ``out_dir``'s lock for the whole run: a second process on the same ``out_dir`` fails at once."""
+    with RunLock(cfg["out_dir"]):
+        return _fit(cfg, resume)
+
+
+def _fit(cfg: dict[str, Any], resume: bool) -> dict[str, Any]:
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     out = Path(cfg["out_dir"])
     last = out / "checkpoints" / "last.ckpt"
     if (out / "result.json").exists() and not resume:
         raise FileExistsError(f"{out} already holds a finished run; pass --resume to continue it or choose another out_dir")
+    if last.exists() and not resume:
+        raise FileExistsError(f"{out} holds an interrupted run ({last}); pass --resume to continue it, or choose another out_dir")
     data, module = build(cfg)
+    if resume and last.is_file():
+        # everything that can make a resume fail is checked before anything in out_dir changes
+        check_checkpoint(module, load_torch(last, "checkpoint"), last)
+        if not is_secondary_rank():
+            _rotate_logs(out)
     trainer, best, history = make_trainer(cfg)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True)
@@ -87,7 +150,7 @@ def fit(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     record = {
         "config": cfg,
         "data": data.describe(),
-        "best_epoch": int(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["epoch"]),
+        "best_epoch": int(load_torch(best.best_model_path)["epoch"]),
         # flat keys: val/acc -> val_acc_best, test/acc -> test_acc (best epoch) and test_acc_last_epoch
         f"{best.monitor.replace('/', '_')}_best": float(best.best_model_score) if best.best_model_score is not None else None,
         **{k.replace("/", "_"): v for k, v in test_best.items()},
@@ -102,11 +165,13 @@ def fit(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
 
 
 def fit_or_resume(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The record of ``cfg``'s run: read when finished, else resumed from its last epoch or started."""
+    """The record of ``cfg``'s run: read when finished, else resumed from its last epoch or started. Raises
+    ``RunLockedError`` when another process is on it."""
     out = Path(cfg["out_dir"])
-    if (out / "result.json").is_file():
-        return json.loads((out / "result.json").read_text())
-    return fit(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file())
+    with RunLock(out):  # decided under the lock: another worker may have just finished it
+        if (out / "result.json").is_file():
+            return json.loads((out / "result.json").read_text())
+        return _fit(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file())
 
 
 def load_trained(cfg: dict[str, Any], ckpt: str = "best") -> tuple[Any, MethodModule]:
@@ -115,8 +180,9 @@ def load_trained(cfg: dict[str, Any], ckpt: str = "best") -> tuple[Any, MethodMo
     path = Path(cfg["out_dir"]) / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; run `hkt fit` first or pass --ckpt PATH")
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
+    checkpoint = load_torch(path, "checkpoint")
+    check_checkpoint(module, checkpoint, path)
+    module.load_state_dict(checkpoint["state_dict"])
     return data, module
 
 
