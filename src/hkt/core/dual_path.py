@@ -9,6 +9,7 @@ as usual and the inherited half with its own batch statistics, without touching 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -30,14 +31,21 @@ def split_paths(output: Any, batch: int) -> tuple[Any, Any]:
     return pytree.tree_map(lambda t: half(t, True), output), pytree.tree_map(lambda t: half(t, False), output)
 
 
+def _always() -> bool:
+    return True
+
+
 @contextmanager
-def per_path_batchnorm(model: nn.Module, batch: int) -> Iterator[None]:
-    """While active, BatchNorm layers fed ``2 * batch`` rows normalise each half separately."""
+def per_path_batchnorm(model: nn.Module, batch: int, armed: Callable[[], bool] = _always) -> Iterator[None]:
+    """While active and ``armed()``, BatchNorm layers fed ``2 * batch`` rows normalise each half separately.
+
+    ``armed`` turns true at the first gene: before it, ``2 * batch`` rows are the model's own (two views of a
+    Siamese encoder, both frames of a flow network) and are normalised together, as in a plain forward."""
     pending: dict[nn.Module, Tensor] = {}
 
     def before(m: _BatchNorm, args: tuple[Tensor, ...]) -> Any:
         x = args[0]
-        if x.shape[0] != 2 * batch:
+        if x.shape[0] != 2 * batch or not armed():
             return None
         pending[m] = x[batch:]
         return (x[:batch],)
@@ -73,8 +81,8 @@ def per_path_batchnorm(model: nn.Module, batch: int) -> Iterator[None]:
 
 
 @contextmanager
-def shared_skips(model: nn.Module, batch: int) -> Iterator[None]:
-    """While active, a module called with both stacked (``2 * batch`` rows) and single (``batch`` rows) tensors
+def shared_skips(model: nn.Module, batch: int, armed: Callable[[], bool] = _always) -> Iterator[None]:
+    """While active and ``armed()`` (from the first gene on), a module called with both stacked (``2 * batch`` rows) and single (``batch`` rows) tensors
     gets the single ones repeated: a skip connection from before the first gene (a U-Net encoder feature, the
     ``low`` input of an LRASPP head) is the same on both paths, so both read it. Works at module boundaries,
     for positional and keyword inputs, nested in tuples, lists and dicts."""
@@ -83,6 +91,8 @@ def shared_skips(model: nn.Module, batch: int) -> Iterator[None]:
         return t.shape[0] if isinstance(t, Tensor) and t.dim() > 0 else None
 
     def before(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not armed():
+            return None
         sizes = {rows(t) for t in pytree.tree_leaves((args, kwargs))}
         if batch not in sizes or 2 * batch not in sizes:
             return None

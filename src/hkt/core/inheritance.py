@@ -63,6 +63,7 @@ class Inheritance(nn.Module):
         reverse: run the parent downstream of its last gene on the child's mix (builds the child->parent
             adapter when shapes differ).
         parent_own: also return the parent's own output (stacked with the mix after the parent's last gene).
+        adapter: ``auto`` (identity where shapes agree) or ``learned`` (always trainable, identity at step 0).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class Inheritance(nn.Module):
         native: bool = True,
         reverse: bool = True,
         parent_own: bool = False,
+        adapter: str = "auto",
     ) -> None:
         super().__init__()
         self.genes = list(genes)
@@ -98,11 +100,11 @@ class Inheritance(nn.Module):
         self.attentions = nn.ModuleList()
         for g in self.genes:
             p_shape, c_shape = tuple(p_feats[g.parent].shape[1:]), tuple(c_feats[g.child].shape[1:])
-            self.transfers.append(build_adapter(p_shape, c_shape, g.name))
+            self.transfers.append(build_adapter(p_shape, c_shape, g.name, adapter))
             self.attentions.append(build_attention(attention, c_shape[0], len(c_shape) == 3, lam, parent_weight))
         last = self.genes[self.parent_order[-1]]
         self.back = (
-            build_adapter(tuple(c_feats[last.child].shape[1:]), tuple(p_feats[last.parent].shape[1:]), last.name)
+            build_adapter(tuple(c_feats[last.child].shape[1:]), tuple(p_feats[last.parent].shape[1:]), last.name, adapter)
             if reverse
             else None
         )
@@ -151,9 +153,13 @@ class Inheritance(nn.Module):
         v: dict[int, Tensor] = {}
         mixes: dict[int, Tensor] = {}
         first_child, last_parent = self.child_order[0], self.parent_order[-1]
+        # the paths are stacked from the first child gene (child) and the parent's last gene (parent) on; before
+        # that, 2B rows are the model's own and must be treated as in a plain forward
+        child_stacked, parent_stacked = [False], [False]
 
         def child_hook(i: int):
             def hook(_m: nn.Module, _inp: Any, q: Tensor) -> Tensor:
+                child_stacked[0] = True
                 stacked = native and i != first_child
                 q_native, q_inh = (q[:b], q[b:]) if stacked else (q, q)
                 mixes[i] = self.attentions[i](q_inh, self.transfers[i](v[i]))
@@ -167,8 +173,8 @@ class Inheritance(nn.Module):
             child_hooks = {self.genes[i].child: child_hook(i) for i in self.child_order}
             with (
                 hooks(child, child_hooks, "child"),
-                per_path_batchnorm(child, b) if native else nullcontext(),
-                shared_skips(child, b) if native else nullcontext(),
+                per_path_batchnorm(child, b, lambda: child_stacked[0]) if native else nullcontext(),
+                shared_skips(child, b, lambda: child_stacked[0]) if native else nullcontext(),
             ):
                 out = child(*args)
             if native:
@@ -187,13 +193,14 @@ class Inheritance(nn.Module):
                 if not parent_on_mix:
                     return None
                 back = self.back(mixes[i]) if self.back is not None else mixes[i]
+                parent_stacked[0] = parent_own
                 return torch.cat([v[i], back]) if parent_own else back
 
             return hook
 
         parent_hooks = {self.genes[i].parent: parent_hook(i) for i in self.parent_order}
         try:
-            with hooks(parent, parent_hooks, "parent"), shared_skips(parent, b) if parent_on_mix and parent_own else nullcontext():
+            with hooks(parent, parent_hooks, "parent"), shared_skips(parent, b, lambda: parent_stacked[0]) if parent_on_mix and parent_own else nullcontext():
                 out = parent(*args)
         except _ParentDone:
             return result

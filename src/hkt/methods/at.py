@@ -1,5 +1,9 @@
-"""``at``: attention transfer (Zagoruyko & Komodakis 2017) — task loss + ``beta/2 * ||a_c - a_p||^2`` per
-gene, where ``a = normalize(mean_c x^2)`` is a feature map's spatial attention."""
+"""``at``: attention transfer (Zagoruyko & Komodakis 2017) — ``task + beta * sum over genes of
+mean((a_c - a_p)^2)``, where ``a = normalize(mean_c x^2)`` is a feature map's L2-normalised spatial attention
+(p = 2). beta = 1000 on this sum, as RepDistiller (``--distill attention -b 1000``) and mdistiller
+(``AT.LOSS.FEAT_WEIGHT: 1000``) train it on CIFAR. Where heights differ, we resize the parent's map bilinearly
+to the child's (RepDistiller and mdistiller average-pool the larger one; the two agree for the CIFAR ResNet
+stages, which have equal sizes)."""
 
 from __future__ import annotations
 
@@ -43,4 +47,4 @@ class AT(Method):
             if cf[g.child].dim() != 4:
                 raise ValueError(f"attention transfer needs feature maps (B, C, H, W); gene {g.name!r} is {tuple(cf[g.child].shape)}")
         loss = sum(at_loss(cf[g.child], pf[g.parent]) for g in self.genes)
-        return out, {"task": self.task_loss(out, y), "at": self.beta / 2 * loss}
+        return out, {"task": self.task_loss(out, y), "at": self.beta * loss}

@@ -1,5 +1,7 @@
-"""``fitnet``: Romero et al. 2015 — task loss + MSE between a learned regressor of the child's feature
-and the parent's feature at one gene (the "hint")."""
+"""``fitnet``: Romero et al. 2015 — ``task + hint_weight * MSE(regressor(child feature), parent feature)`` at one
+gene (the "hint"), trained in one stage with the task loss, as RepDistiller (``--distill hint -b 100``) and
+mdistiller (``FITNET.LOSS.FEAT_WEIGHT: 100``) train it on CIFAR: the regressor is always learned
+(``hint_regressor``: conv + BN + ReLU for maps, linear for vectors), and the hint weight defaults to 100."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from torch import Tensor, nn
 
 from hkt.core.extract import dry_run, extracting
 from hkt.core.gene import Gene, parse_genes
-from hkt.core.transfer import build_adapter
+from hkt.core.transfer import hint_regressor
 from hkt.methods.base import Method, TaskLoss
 
 
@@ -22,7 +24,7 @@ class FitNet(Method):
         parent: nn.Module,
         genes: Any,
         example_input: Any,
-        hint_weight: float = 1.0,
+        hint_weight: float = 100.0,
         task_loss: TaskLoss = F.cross_entropy,
     ) -> None:
         super().__init__(child, parent, task_loss)
@@ -33,7 +35,7 @@ class FitNet(Method):
         self.hint_weight = hint_weight
         run = dry_run(parent, child, genes, example_input)
         p, c = run.parent[self.gene.parent], run.child[self.gene.child]
-        self.regressor = build_adapter(tuple(c.shape[1:]), tuple(p.shape[1:]), self.gene.name)
+        self.regressor = hint_regressor(tuple(c.shape[1:]), tuple(p.shape[1:]), self.gene.name)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         with torch.no_grad(), extracting(self.parent, [self.gene.parent], "parent") as pf:

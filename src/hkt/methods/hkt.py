@@ -24,6 +24,9 @@ class HKT(Method):
         genes: module paths (``"avgpool"``, ``"layer1:layer1"``, ``{parent: ..., child: ...}``).
         example_input: one batch for the dry run that sizes the adapters.
         attention: GA variant, ``gated`` | ``static`` | ``learned`` | ``dot``.
+        adapter: Transfer, ``auto`` (identity where parent and child shapes agree, the reference) or ``learned``
+            (always a trainable adapter, identity at step 0: channel k of the parent need not mean channel k of
+            the child).
         w_child, w_inherit, w_parent: weights of the three task-loss terms (reference: 1, 1, 1).
         kd_weight, temperature: optional Hinton KD term on the child's logits (0 = off).
     """
@@ -42,6 +45,7 @@ class HKT(Method):
         w_parent: float = 1.0,
         kd_weight: float = 0.0,
         temperature: float = 4.0,
+        adapter: str = "auto",
         task_loss: TaskLoss = F.cross_entropy,
         distill_loss: DistillLoss = kd_loss,
     ) -> None:
@@ -51,7 +55,7 @@ class HKT(Method):
         self.kd_weight, self.temperature = kd_weight, temperature
         self.inheritance = Inheritance(
             parent, child, parse_genes(genes), example_input, attention, lam, parent_weight,
-            native=w_child > 0 or kd_weight > 0, reverse=w_parent > 0, parent_own=kd_weight > 0,
+            native=w_child > 0 or kd_weight > 0, reverse=w_parent > 0, parent_own=kd_weight > 0, adapter=adapter,
         )
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
