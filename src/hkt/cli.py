@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp = sub.add_parser("compare", help="methods x seeds at equal budget (resumable); summary with paired t-tests")
     p_cmp.add_argument("--config", "-c", required=True, help="grid YAML (see configs/compare_*.yaml)")
     p_cmp.add_argument("--only", nargs="+", help="run only these methods")
-    p_cmp.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished runs")
+    p_cmp.add_argument("--summarize-only", "--summarize", dest="summarize", action="store_true",
+                       help="train nothing: rebuild summary.md/json (and plots) from the committed records in out_dir")
     for p in (p_fit, p_test, p_exp, p_demo, p_cmp):
         p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args, extra = parser.parse_known_args(argv)

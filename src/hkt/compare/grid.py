@@ -32,7 +32,8 @@ from hkt.config import ConfigError, from_dict, load_yaml, merge
 from hkt.io import RunLockedError, write_atomic
 from hkt.training.run import fit_or_resume
 
-GRID_KEYS = {"name", "out_dir", "work_dir", "seeds", "metric", "common", "prepare", "methods", "notes", "pairs"}
+GRID_KEYS = {"name", "out_dir", "work_dir", "seeds", "metric", "common", "prepare", "methods", "notes", "pairs", "search"}
+SEARCH_ONLY = ("space", "trials")  # method keys that belong to the search, not to the run config
 
 
 def load_grid(path: str | Path) -> dict[str, Any]:
@@ -53,9 +54,13 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     grid["metric"] = {"test": "test_acc", "val": "val/acc", "higher_is_better": True, **(grid.get("metric") or {})}
     for name in grid["prepare"]:
         run_config(grid, name, None, check_refs=False)
+    if grid.get("search") is not None:
+        from hkt.compare.search import validate_search
+
+        validate_search(grid)
     for name in grid["methods"]:
         for seed in grid["seeds"]:
-            run_config(grid, name, seed, check_refs=False)
+            run_config(grid, name, seed, check_refs=False, params={})
     return grid
 
 
@@ -76,14 +81,35 @@ def _resolve_refs(node: Any, grid: dict[str, Any], check: bool) -> Any:
     return node
 
 
-def run_config(grid: dict[str, Any], name: str, seed: int | None, check_refs: bool = True) -> dict[str, Any]:
-    """The validated run config of prepare run ``name`` (``seed=None``) or of method ``name`` at ``seed``."""
-    spec = grid["prepare"][name] if seed is None else grid["methods"][name]
-    cfg = _resolve_refs(merge(grid["common"], spec or {}), grid, check_refs)  # merge replaces `method` whole
+def base_config(grid: dict[str, Any], name: str, check_refs: bool = True) -> dict[str, Any]:
+    """Method ``name``'s config before seed, out_dir and searched settings (unvalidated)."""
+    spec = {k: v for k, v in (grid["methods"][name] or {}).items() if k not in SEARCH_ONLY}
+    return _resolve_refs(merge(grid["common"], spec), grid, check_refs)  # merge replaces `method` whole
+
+
+def run_config(
+    grid: dict[str, Any], name: str, seed: int | None, check_refs: bool = True, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The validated run config of prepare run ``name`` (``seed=None``) or of method ``name`` at final ``seed``,
+    with the settings its search chose (``params``; read from the committed trial records when ``None``)."""
     work = Path(grid["work_dir"])
-    cfg["out_dir"] = str(work / "prepare" / name if seed is None else work / "runs" / name / f"seed{seed}")
-    if seed is not None:
-        cfg["seed"] = seed
+    if seed is None:
+        cfg = _resolve_refs(merge(grid["common"], grid["prepare"][name] or {}), grid, check_refs)
+        cfg["out_dir"] = str(work / "prepare" / name)
+        return from_dict(cfg)
+    cfg = base_config(grid, name, check_refs)
+    if params is None and grid.get("search") is not None:
+        from hkt.compare.search import chosen
+
+        params = chosen(grid).get(name)
+        if params is None:
+            raise ConfigError(f"method {name!r} has not finished its search ({grid['search']['trials']} trials); run hkt compare to finish it")
+    from hkt.compare.search import set_path
+
+    for key, value in (params or {}).items():
+        cfg = set_path(cfg, key, value)
+    cfg["out_dir"] = str(work / "runs" / name / f"seed{seed}")
+    cfg["seed"] = seed
     return from_dict(cfg)
 
 
@@ -100,6 +126,10 @@ def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
                 print(f"[hkt compare] prepare {name}: another worker is training it; waiting", flush=True)
                 time.sleep(30)
         _publish(record, out / "prepare" / f"{name}.json")
+    if grid.get("search") is not None:
+        from hkt.compare.search import tune
+
+        tune(grid, only)
     busy = []
     for seed in grid["seeds"]:  # seed-major: every method gets its first seed before any gets a third
         for name in grid["methods"]:

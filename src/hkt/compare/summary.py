@@ -1,5 +1,8 @@
-"""Summary of a comparison grid: mean ± std per method, paired differences against ``ce`` and ``kd`` with
-paired t-tests, the HKT loss terms and gates, and plots. Works on any scalar metric with a direction."""
+"""Summary of a comparison grid: mean ± std per method; paired differences against the references (``ce``,
+``kd``, ``dkd``, when in the grid) with 95% confidence intervals, paired t-tests and Holm-adjusted p-values over
+all the comparisons of the summary; the searched settings and trial table; the HKT loss terms and gates; plots.
+Works on any scalar metric with a direction, and only on the committed records (``out_dir/runs``,
+``out_dir/search``), so ``hkt compare --summarize-only`` rebuilds it byte for byte."""
 
 from __future__ import annotations
 
@@ -28,19 +31,37 @@ def _ms(values: list[float], scale: float, digits: int = 2) -> str:
 
 
 def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "–" if p != p else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+REFERENCES = ("ce", "kd", "dkd")  # what every other method is compared with, when the grid has it
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
-    """Paired difference ``a - b`` over the seeds both have, with a two-sided paired t-test."""
+    """Paired difference ``a - b`` over the seeds both have: mean, std, 95% t confidence interval, two-sided
+    paired t-test p (``nan`` when every difference is the same)."""
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
         return None
+    from scipy.stats import t as student_t
     from scipy.stats import ttest_rel
 
     diffs = [a[s] - b[s] for s in seeds]
+    mean, sd, n = statistics.mean(diffs), statistics.stdev(diffs), len(seeds)
+    half = float(student_t.ppf(0.975, n - 1)) * sd / n**0.5
     p = float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if len(set(diffs)) > 1 else float("nan")
-    return {"n": len(seeds), "mean_diff": statistics.mean(diffs), "std_diff": statistics.stdev(diffs), "p_value": p}
+    return {"n": n, "mean_diff": mean, "std_diff": sd, "ci95": [mean - half, mean + half], "p_value": p}
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order; ``nan`` stays ``nan`` and is not counted."""
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if p == p)
+    adjusted = [float("nan")] * len(pvalues)
+    running, m = 0.0, len(finite)
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def _scale(key: str) -> tuple[float, str]:
@@ -52,22 +73,38 @@ def _rows(
     records: dict[str, dict[int, dict[str, Any]]], test: dict[str, dict[int, float]], key: str, val_key: str
 ) -> list[dict[str, Any]]:
     """One table row per method; ``test`` is ``{method: {seed: value of key}}``."""
-    order = list(test)
     rows = []
-    for m in order:
-        recs = list(records[m].values())
+    for m in test:
+        recs = [records[m][s] for s in sorted(records[m])]
         rows.append({
             "method": m,
             "seeds": sorted(records[m]),
-            "test": list(test[m].values()),
+            "test": [test[m][s] for s in sorted(test[m])],
             "val": [r[val_key] for r in recs if r.get(val_key) is not None],
             "test_last_epoch": [r.get(f"{key}_last_epoch") for r in recs if r.get(f"{key}_last_epoch") is not None],
             "wall_s": [r["fit_wall_s"] for r in recs],
             "median_step_s": [r["median_step_s"] for r in recs if r.get("median_step_s")],
-            "vs_ce": paired(test[m], test["ce"]) if "ce" in test and m != "ce" else None,
-            "vs_kd": paired(test[m], test["kd"]) if "kd" in test and m != "kd" else None,
+            **{f"vs_{ref}": paired(test[m], test[ref]) if ref in test and m != ref else None for ref in REFERENCES},
         })
     return rows
+
+
+def _adjust(rows: list[dict[str, Any]], extra: list[dict[str, Any]]) -> None:
+    """Holm over every comparison of one metric's summary (all methods x references, plus extra pairs)."""
+    family = [r[f"vs_{ref}"] for r in rows for ref in REFERENCES if r.get(f"vs_{ref}")] + extra
+    for d, adj in zip(family, holm([d["p_value"] for d in family])):
+        d["p_holm"] = adj
+
+
+def _diff(d: dict[str, Any] | None, scale: float, digits: int) -> tuple[str, str]:
+    """``"+0.52 [-0.10, +1.14]"`` and ``"0.081 (0.320)"``: difference with 95% CI; raw p (Holm p)."""
+    if d is None:
+        return "–", "–"
+    lo, hi = d["ci95"]
+    return (
+        f"{d['mean_diff'] * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]",
+        f"{_p(d['p_value'])} ({_p(d.get('p_holm', float('nan')))})",
+    )
 
 
 def summarize(grid: dict[str, Any]) -> dict[str, Any]:
@@ -82,79 +119,116 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     val_key = f"{metric['val'].replace('/', '_')}_best"
     records = load_records(out)
     order = [m for m in grid["methods"] if m in records]
+    refs = [r for r in REFERENCES if r in order]
     lines = [
         f"# {grid.get('name', out.name)}: {', '.join(keys)}, validation-selected epoch, mean ± std over seeds",
         "",
         *([grid["notes"].strip(), ""] if grid.get("notes") else []),
-        f"{'Higher' if sign > 0 else 'Lower'} is better. Checkpoints are selected on `{metric['val']}`. Paired differences use "
-        "the same seeds (same data order, same starting weights); p: two-sided paired t-test (scipy). With 3 to 5 seeds "
-        "a p-value is weak evidence either way.",
+        f"{'Higher' if sign > 0 else 'Lower'} is better. Checkpoints are selected on `{metric['val']}`; the test split is "
+        "evaluated once per final run. Differences are paired over the same seeds (same data order, same starting "
+        "weights), shown with their 95% t confidence interval; p: two-sided paired t-test (scipy), in brackets Holm-"
+        "adjusted over every comparison of the table and the extra pairs. \"Beats\" / \"loses to\" only where the "
+        "Holm-adjusted p < 0.05.",
     ]
+    if any(r.get("migrated_from") for m in order for r in records[m].values()):
+        lines += ["", "These per-run records were reconstructed from an earlier summary that kept per-seed values only "
+                  "(`migrated_from` in each record): tables and tests rebuild from them, per-epoch curves and gates do not."]
+    search = _search_section(grid, out, order)
+    lines += search["lines"]
     by_metric = {}
     for key in keys:
         scale, unit = _scale(key)
         digits = 2 if scale == 100.0 else 3
         test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
-        rows = by_metric[key] = _rows(records, test, key, val_key)
+        rows = _rows(records, test, key, val_key)
+        extra = [dict(d, a=a, b=b) for a, b in grid.get("pairs", []) if (d := paired(test.get(a, {}), test.get(b, {})))]
+        _adjust(rows, extra)
+        by_metric[key] = {"rows": rows, "extra_pairs": extra}
         vscale, vunit = _scale(val_key.removesuffix("_best"))
+        head = "".join(f" vs {r} (95% CI) | p (Holm) |" for r in refs)
         lines += [
             "",
             f"## {key}{unit}",
             "",
-            f"| method | seeds | test{unit} | {metric['val']}{vunit} | last-epoch test{unit} | vs ce | p | vs kd | p | step (s) | wall (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| method | seeds | test{unit} | {metric['val']}{vunit} | last-epoch test{unit} |{head} step (s) | wall (s) |",
+            "|---|---|---|---|---|" + "---|---|" * len(refs) + "---|---|",
         ]
-
-        def diff(d: dict[str, Any] | None) -> tuple[str, str]:
-            if d is None:
-                return "–", "–"
-            return f"{d['mean_diff'] * scale:+.{digits}f} ± {d['std_diff'] * scale:.{digits}f}", _p(d['p_value'])
-
         for r in rows:
-            dce, pce = diff(r["vs_ce"])
-            dkd, pkd = diff(r["vs_kd"])
+            cells = "".join(f" {d} | {p} |" for d, p in (_diff(r[f"vs_{ref}"], scale, digits) for ref in refs))
             step = f"{statistics.median(r['median_step_s']):.3f}" if r["median_step_s"] else "–"
             lines.append(
                 f"| {r['method']} | {len(r['seeds'])} | {_ms(r['test'], scale, digits)} | {_ms(r['val'], vscale, digits)} | "
-                f"{_ms(r['test_last_epoch'], scale, digits)} | {dce} | {pce} | {dkd} | {pkd} | {step} | {statistics.mean(r['wall_s']):.0f} |"
+                f"{_ms(r['test_last_epoch'], scale, digits)} |{cells} {step} | {statistics.mean(r['wall_s']):.0f} |"
             )
-        lines += ["", *_verdicts(rows, sign, scale, digits, key), *_extra_pairs(grid, test, scale, digits)]
+        lines += ["", *_verdicts(rows, refs, sign, scale, digits, key), *_extra_pairs(extra, sign, scale, digits)]
     lines += ["", *_hkt_diagnostics(records, order)]
-    lines += ["", "Plots: `val_curves.png` (validation metric per epoch, band = ± std over seeds), `gates.png` (mean inheritance rate per gene, HKT runs)."]
+    if any(r.get("epochs") for m in order for r in records[m].values()):
+        lines += ["", "Plots: `val_curves.png` (validation metric per epoch, band = ± std over seeds), `gates.png` (mean inheritance rate per gene, HKT runs)."]
     write_atomic(out / "summary.md", "\n".join(lines) + "\n")
-    summary = {"metric": metric, "by_metric": by_metric}
-    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    summary = {"metric": metric, "by_metric": by_metric, **({"search": search["json"]} if search["json"] else {})}
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     _plots(records, order, grid, out)
     return summary
 
 
-def _verdicts(rows: list[dict[str, Any]], sign: int, scale: float, digits: int, key: str) -> list[str]:
-    lines = [f"### Does HKT beat `ce` and `kd` on {key}?", ""]
+def _search_section(grid: dict[str, Any], out: Path, order: list[str]) -> dict[str, Any]:
+    """The search protocol, each method's chosen settings and its full trial table (from ``out_dir/search``)."""
+    if grid.get("search") is None:
+        return {"lines": [], "json": None}
+    from hkt.compare.search import chosen, trial_records
+
+    search = grid["search"]
+    picked = chosen(grid)
+    lines = [
+        "",
+        "## Tuning (equal budget per method)",
+        "",
+        f"Every method: {search['trials']} trials ({search.get('sampler', 'tpe')} sampler, Optuna) on tuning seeds "
+        f"{search['tuning_seeds']} (disjoint from the final seeds {grid['seeds']}), selected on the mean of "
+        f"`{grid['metric']['val']}` over the tuning seeds; the test split is never evaluated while tuning.",
+        "",
+        "| method | chosen settings | trials: settings → mean validation |",
+        "|---|---|---|",
+    ]
+    table = {}
+    for m in order:
+        trials = trial_records(out, m)
+        table[m] = trials
+        shown = "; ".join(f"#{t['trial']} {_fmt(t['params'])} → {t['val_mean']:.4f}" for t in trials)
+        lines.append(f"| {m} | {_fmt(picked[m]) if m in picked else '(search not finished)'} | {shown} |")
+    return {"lines": lines, "json": {"protocol": search, "chosen": picked, "trials": table}}
+
+
+def _fmt(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in params.items())
+
+
+def _verdicts(rows: list[dict[str, Any]], refs: list[str], sign: int, scale: float, digits: int, key: str) -> list[str]:
+    lines = [f"### Does HKT beat {', '.join(f'`{r}`' for r in refs)} on {key}? (Holm-adjusted)", ""]
     for r in rows:
         if not r["method"].startswith("hkt"):
             continue
-        for ref in ("ce", "kd"):
+        for ref in refs:
             d = r[f"vs_{ref}"]
             if d is None:
                 continue
-            better = sign * d["mean_diff"] > 0
-            significant = d["p_value"] < 0.05
-            verdict = (
-                ("beats" if better else "loses to") + f" `{ref}`" + (" (p < 0.05)" if significant else " but not significantly (p ≥ 0.05)")
-                if d["mean_diff"] != 0
-                else f"ties `{ref}`"
-            )
-            lines.append(f"- `{r['method']}` {verdict}: {d['mean_diff'] * scale:+.{digits}f} over {d['n']} paired seeds, p {'' if d['p_value'] < 0.001 else '= '}{_p(d['p_value'])}.")
+            lines.append(f"- `{r['method']}` {_verdict(d, sign, ref)}: {_diff(d, scale, digits)[0]} over {d['n']} paired seeds, p {_p(d['p_value'])}, Holm p {_p(d['p_holm'])}.")
     return lines
 
 
-def _extra_pairs(grid: dict[str, Any], test: dict[str, dict[int, float]], scale: float, digits: int) -> list[str]:
+def _verdict(d: dict[str, Any], sign: int, ref: str) -> str:
+    adjusted = d.get("p_holm", float("nan"))
+    if adjusted == adjusted and adjusted < 0.05:
+        return ("beats" if sign * d["mean_diff"] > 0 else "loses to") + f" `{ref}`"
+    return f"is not significantly different from `{ref}`"
+
+
+def _extra_pairs(extra: list[dict[str, Any]], sign: int, scale: float, digits: int) -> list[str]:
     """Paired comparisons the grid asks for (``pairs: [[a, b], ...]``), e.g. two runs at another lr."""
-    lines = []
-    for a, b in grid.get("pairs", []):
-        d = paired(test.get(a, {}), test.get(b, {}))
-        if d is not None:
-            lines.append(f"- `{a}` vs `{b}`: {d['mean_diff'] * scale:+.{digits}f} ± {d['std_diff'] * scale:.{digits}f} over {d['n']} paired seeds, p {'' if d['p_value'] < 0.001 else '= '}{_p(d['p_value'])}.")
+    lines = [
+        f"- `{d['a']}` vs `{d['b']}`: {_diff(d, scale, digits)[0]} over {d['n']} paired seeds, p {_p(d['p_value'])}, Holm p {_p(d['p_holm'])}."
+        for d in extra
+    ]
     return ["", "Other paired comparisons:", "", *lines] if lines else []
 
 
@@ -179,7 +253,7 @@ def _series(records: dict[int, dict[str, Any]], key: str) -> "Any":
     """``(seeds, epochs)`` array of ``key`` over the epochs all seeds have (``None`` when absent)."""
     import numpy as np
 
-    curves = [[e[key] for e in r["epochs"] if key in e] for r in records.values()]
+    curves = [[e[key] for e in r.get("epochs", []) if key in e] for r in records.values()]
     n = min(len(c) for c in curves)
     return np.array([c[:n] for c in curves]) if n else None
 
@@ -216,10 +290,12 @@ def _plots(records: dict[str, dict[int, dict[str, Any]]], order: list[str], grid
         savefig(fig, path)
         plt.close(fig)
 
+    if not any(r.get("epochs") for m in order for r in records[m].values()):
+        return  # migrated records carry no per-epoch history: keep the plots made from the original runs
     val_key = grid["metric"]["val"]
     draw([(m, _series(records[m], val_key)) for m in order], f"{val_key} (mean ± std over seeds)", out / "val_curves.png")
     gates = []
     for m in order:
-        for g in sorted({k for r in records[m].values() for e in r["epochs"] for k in e if k.startswith("gate/")}):
+        for g in sorted({k for r in records[m].values() for e in r.get("epochs", []) for k in e if k.startswith("gate/")}):
             gates.append((f"{m}: {g[5:]}", _series(records[m], g)))
     draw(gates, "mean inheritance rate g", out / "gates.png")

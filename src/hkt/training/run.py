@@ -116,15 +116,16 @@ def _rotate_logs(out: Path) -> None:
         csv.rename(csv.parent / f"metrics.{n}.csv")
 
 
-def fit(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
+def fit(cfg: dict[str, Any], resume: bool = False, evaluate_test: bool = True) -> dict[str, Any]:
     """Train, select on validation, test once; returns (and writes ``out_dir/result.json``) the record.
 
-    Holds ``out_dir``'s lock for the whole run: a second process on the same ``out_dir`` fails at once."""
+    Holds ``out_dir``'s lock for the whole run: a second process on the same ``out_dir`` fails at once.
+    ``evaluate_test=False`` (hyperparameter search) never touches the test split."""
     with RunLock(cfg["out_dir"]):
-        return _fit(cfg, resume)
+        return _fit(cfg, resume, evaluate_test)
 
 
-def _fit(cfg: dict[str, Any], resume: bool) -> dict[str, Any]:
+def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[str, Any]:
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     out = Path(cfg["out_dir"])
     last = out / "checkpoints" / "last.ckpt"
@@ -143,10 +144,12 @@ def _fit(cfg: dict[str, Any], resume: bool) -> dict[str, Any]:
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True)
     wall = time.perf_counter() - start
     summary = history.summary()  # before testing: loading the best checkpoint restores callback state too
-    # one dict per test loader (flow has several evaluation sets, each with its own metric names)
-    test_last = {k: v for d in trainer.test(module, datamodule=data, verbose=False) for k, v in d.items()}
-    best_path = best.best_model_path
-    test_best = {k: v for d in trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=True) for k, v in d.items()}
+    test_last: dict[str, Any] = {}
+    test_best: dict[str, Any] = {}
+    if evaluate_test:  # one dict per test loader (flow has several evaluation sets, each with its own metric names)
+        test_last = {k: v for d in trainer.test(module, datamodule=data, verbose=False) for k, v in d.items()}
+        best_path = best.best_model_path
+        test_best = {k: v for d in trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=True) for k, v in d.items()}
     record = {
         "config": cfg,
         "data": data.describe(),
@@ -164,14 +167,14 @@ def _fit(cfg: dict[str, Any], resume: bool) -> dict[str, Any]:
     return record
 
 
-def fit_or_resume(cfg: dict[str, Any]) -> dict[str, Any]:
+def fit_or_resume(cfg: dict[str, Any], evaluate_test: bool = True) -> dict[str, Any]:
     """The record of ``cfg``'s run: read when finished, else resumed from its last epoch or started. Raises
     ``RunLockedError`` when another process is on it."""
     out = Path(cfg["out_dir"])
     with RunLock(out):  # decided under the lock: another worker may have just finished it
         if (out / "result.json").is_file():
             return json.loads((out / "result.json").read_text())
-        return _fit(cfg, resume=(out / "checkpoints" / "last.ckpt").is_file())
+        return _fit(cfg, (out / "checkpoints" / "last.ckpt").is_file(), evaluate_test)
 
 
 def load_trained(cfg: dict[str, Any], ckpt: str = "best") -> tuple[Any, MethodModule]:

@@ -1,0 +1,115 @@
+"""Equal-budget search in ``hkt compare``: a tiny search that is killed and resumed, never evaluates the test
+split while tuning, feeds its chosen settings to the final seeds; bad search input fails before training;
+summaries rebuild byte for byte; Holm by hand."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hkt.compare import search as search_mod
+from hkt.compare.grid import load_grid, run_config, run_grid
+from hkt.compare.summary import holm, summarize
+from hkt.config import ConfigError
+from hkt.data.datamodule import SplitData
+from test_compare import write_grid
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def grid_with_search(tmp_path, search=None, methods=None, seeds=(0,)):
+    path = write_grid(tmp_path, methods or {
+        "ce": {"method": {"name": "ce"}, "parent": {"arch": None, "weights": None}},
+        "kd": {"method": {"name": "kd"}, "space": {"method.kd_weight": {"low": 0.1, "high": 2.0, "log": True}}},
+    })
+    grid = yaml.safe_load(path.read_text())
+    grid["seeds"] = list(seeds)
+    grid["search"] = search or {"trials": 2, "tuning_seeds": [7], "space": {"optim.lr": {"low": 0.001, "high": 0.05, "log": True}}}
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_search_resumes_after_a_kill_never_tests_while_tuning_and_feeds_the_final_seeds(tmp_path, monkeypatch):
+    grid = load_grid(grid_with_search(tmp_path))
+    from hkt.training import run as run_mod
+
+    for name in grid["prepare"]:
+        run_mod.fit_or_resume(run_config(grid, name, None))
+
+    def no_test(self):
+        raise AssertionError("the test split was read while tuning")
+
+    monkeypatch.setattr(SplitData, "test_dataloader", no_test)
+    real, calls = run_mod.fit_or_resume, []
+
+    def killed_on_third_run(cfg, evaluate_test=True):
+        calls.append(cfg["out_dir"])
+        if len(calls) == 3:
+            raise RuntimeError("killed")  # the storage keeps this trial RUNNING, as after kill -9
+        return real(cfg, evaluate_test)
+
+    monkeypatch.setattr(run_mod, "fit_or_resume", killed_on_third_run)
+    with pytest.raises(RuntimeError, match="killed"):
+        search_mod.tune(grid)
+    monkeypatch.setattr(run_mod, "fit_or_resume", real)
+    chosen = search_mod.tune(grid)
+    assert set(chosen) == {"ce", "kd"} and set(chosen["kd"]) == {"optim.lr", "method.kd_weight"}
+    for method in ("ce", "kd"):
+        trials = search_mod.trial_records(grid["out_dir"], method)
+        assert [t["trial"] for t in trials] == [0, 1], "every method gets exactly the same number of trials"
+        for t in trials:
+            record = json.loads((Path(grid["work_dir"]) / "tune" / method / f"trial{t['trial']}" / "seed7" / "result.json").read_text())
+            assert not any(k.startswith("test_") for k in record), "a tuning run evaluated the test split"
+    study, _ = search_mod.open_study(grid, "kd")
+    assert len(study.trials) == 2  # the killed trial was resumed with its own parameters, not replaced
+
+    monkeypatch.undo()
+    run_grid(grid)
+    final = json.loads((Path(grid["out_dir"]) / "runs" / "kd" / "seed0.json").read_text())
+    assert final["config"]["optim"]["lr"] == chosen["kd"]["optim.lr"]
+    assert final["config"]["method"]["kd_weight"] == chosen["kd"]["method.kd_weight"]
+    summary = (Path(grid["out_dir"]) / "summary.md").read_text()
+    assert "## Tuning (equal budget per method)" in summary and "| kd | lr=" in summary and "#1 lr=" in summary
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"space": {"optim.lr": {"low": 0.001, "high": 0.1}, "method.kd_wieght": {"low": 0.1, "high": 1.0}}}, r"unknown config key 'method\.kd_wieght'.*kd_weight"),
+        ({"space": {}}, r"search space of method 'kd' is empty"),
+        ({"space": {"method.kd_weight": {"low": 0.1, "high": 1.0}}}, r"lacks optim\.lr"),
+        ({"tuning_seeds": [0, 9]}, r"tuning_seeds and seeds overlap on \[0\]"),
+        ({"storage": "sqlite:////no/such/folder/search.db"}, r"cannot open the search storage sqlite:////no/such/folder/search\.db"),
+        ({"sampler": "random"}, r"search\.sampler must be one of tpe, grid"),
+        ({"space": {"optim.lr": {"choices": [0.01, 0.02]}}, "sampler": "grid", "trials": 3}, r"2 grid points but search\.trials = 3"),
+    ],
+)
+def test_bad_search_input_fails_before_training(tmp_path, change, message):
+    base = {"trials": 2, "tuning_seeds": [7], "space": {"optim.lr": {"low": 0.001, "high": 0.05, "log": True}}}
+    grid = load_grid if "storage" not in change else (lambda p: search_mod.open_study(load_grid(p), "kd"))
+    with pytest.raises(ConfigError, match=message):
+        grid(grid_with_search(tmp_path, {**base, **change}, methods={"kd": {"method": {"name": "kd"}}}))
+
+
+def test_unequal_trial_budgets_are_refused(tmp_path):
+    methods = {"ce": {"method": {"name": "ce"}, "parent": {"arch": None, "weights": None}, "trials": 5}}
+    with pytest.raises(ConfigError, match=r"methods\.ce\.trials = 5 but search\.trials = 2"):
+        load_grid(grid_with_search(tmp_path, methods=methods))
+
+
+def test_committed_summaries_rebuild_byte_for_byte(tmp_path):
+    for name, config in (("fashion_mnist", "configs/compare_fashion_mnist.yaml"), ("lits_cpu", "configs/compare_lits_cpu.yaml")):
+        shutil.copytree(ROOT / "benchmarks" / "results" / name, tmp_path / name)
+        grid = load_grid(ROOT / config)
+        grid["out_dir"] = str(tmp_path / name)
+        summarize(grid)
+        for f in ("summary.md", "summary.json"):
+            assert (tmp_path / name / f).read_bytes() == (ROOT / "benchmarks" / "results" / name / f).read_bytes(), f"{name}/{f}"
+
+
+def test_holm_by_hand():
+    # sorted p 0.01, 0.02, 0.04 (m = 3): 0.03, max(0.03, 0.04) = 0.04, max(0.04, 0.04) = 0.04; nan is not counted
+    assert holm([0.04, 0.01, float("nan"), 0.02]) == pytest.approx([0.04, 0.03, float("nan"), 0.04], nan_ok=True)
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
