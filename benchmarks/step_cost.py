@@ -24,9 +24,13 @@ from _timing import median_step, rss_mb, training_step
 METHODS = {
     "ce": {"name": "ce"},
     "kd": {"name": "kd"},
+    "dkd": {"name": "dkd"},
+    "dist": {"name": "dist"},
     "fitnet": {"name": "fitnet", "genes": "layer2"},
     "at": {"name": "at", "genes": ["layer1", "layer2", "layer3"]},
+    "reviewkd": {"name": "reviewkd", "genes": ["layer1", "layer2", "layer3", "avgpool"]},
     "hkt (pooled gene, reference)": {"name": "hkt", "genes": ["avgpool"]},
+    "hkt (pooled gene, lepoket GA)": {"name": "hkt", "genes": ["avgpool"], "attention": "lepoket"},
     "hkt (genes after each stage)": {"name": "hkt", "genes": ["layer1", "layer2", "layer3"]},
     "hkt (stages + pooled)": {"name": "hkt", "genes": ["layer1", "layer2", "layer3", "avgpool"]},
     "hkt + kd (pooled gene)": {"name": "hkt", "genes": ["avgpool"], "kd_weight": 1.0},

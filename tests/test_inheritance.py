@@ -142,7 +142,11 @@ def test_unalignable_gene_is_explained():
 def test_all_baselines_train_and_keep_parent_frozen():
     parent, child = nets(child_width=8)
     x, y = batch()
-    for name, opts in {"ce": {}, "kd": {"temperature": 2.0}, "fitnet": {"genes": "layer2"}, "at": {"genes": ["layer2", "layer3"]}}.items():
+    baselines = {
+        "ce": {}, "kd": {"temperature": 2.0}, "dkd": {}, "dist": {}, "fitnet": {"genes": "layer2"},
+        "at": {"genes": ["layer2", "layer3"]}, "reviewkd": {"genes": ["layer2", "layer3"]},
+    }
+    for name, opts in baselines.items():
         method = build_method(name, child, None if name == "ce" else parent, x[:2], **opts).train()
         out, losses = method.forward_train(x, y)
         assert out.shape == (6, 10) and all(torch.isfinite(v) for v in losses.values())

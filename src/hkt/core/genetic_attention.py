@@ -58,16 +58,33 @@ def dot_attention(q: Tensor, v: Tensor, lam: float = 0.6) -> tuple[Tensor, Tenso
     return q + lam * (read - q), gate
 
 
+def lepoket_attention(q: Tensor, qk: Tensor, value: Tensor, mlp_gate: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """Learnable GA (LePoKet): ``a = ½(sigmoid(<Q, K> / sqrt(d)) + sigmoid(MLP(Q ⊙ K)))``, ``out = q + λ a (V - q)``.
+
+    Args: q ``(B, C[, H, W])``; qk = ``Q ⊙ K`` ``(B, d[, H, W])``; value = ``V = W_v v`` (shape of q); mlp_gate = the
+    MLP's sigmoid output ``(B, 1[, H, W])``; lam = the learnable λ (a scalar tensor). The child inherits *more* where
+    projected child and parent agree (large ``<Q, K>``), the opposite of the reference gate."""
+    a = 0.5 * (torch.sigmoid(qk.sum(1, keepdim=True) / math.sqrt(qk.shape[1])) + mlp_gate)
+    gate = lam * a
+    return q + gate * (value - q), gate
+
+
 class GeneticAttention(nn.Module):
-    """Base class: ``forward(q, v) -> out`` and keeps the last gate in ``self.gate`` for logging."""
+    """Base class: ``forward(q, v) -> out`` and keeps the last gate in ``self.gate`` for logging.
+
+    ``scale`` multiplies the inheritance rate (``out = q + scale * gate * (target - q)``): a gate schedule moves it
+    from 1 to ``lam_final / lam`` over training (``lam_schedule``), e.g. to wean the child off the inherited path."""
 
     gate: Tensor | None = None
+    scale: float = 1.0
 
     def mix(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     def forward(self, q: Tensor, v: Tensor) -> Tensor:
         out, gate = self.mix(q, v)
+        if self.scale != 1.0:
+            out, gate = q + self.scale * (out - q), self.scale * gate
         self.gate = gate.detach()
         return out
 
@@ -113,7 +130,31 @@ class DotAttention(GeneticAttention):
         return dot_attention(q, v, self.lam)
 
 
-ATTENTIONS = ("gated", "static", "learned", "dot")
+class LePoKetAttention(GeneticAttention):
+    """The follow-up's learnable GA (christian-tchenko/LePoKet, ``learnable_ga.py``): projections ``W_q``, ``W_k``,
+    ``W_v`` (bias-free, Kaiming-normal, linear for vectors and 1x1 convs for maps, so the gate is per position), a
+    gate MLP ``d -> d -> 1`` (ReLU, sigmoid) on ``Q ⊙ K``, and a learnable λ. Key = value = the transferred parent
+    feature. Differences from the authors' code: λ starts at ``lam`` (they draw it from U(0, 1)), and maps are
+    supported (their code takes vectors only)."""
+
+    def __init__(self, channels: int, spatial: bool, lam: float = 0.6) -> None:
+        super().__init__()
+
+        def layer(i: int, o: int, bias: bool = False) -> nn.Module:
+            return nn.Conv2d(i, o, 1, bias=bias) if spatial else nn.Linear(i, o, bias=bias)
+
+        self.w_q, self.w_k, self.w_v = layer(channels, channels), layer(channels, channels), layer(channels, channels)
+        for w in (self.w_q, self.w_k, self.w_v):
+            nn.init.kaiming_normal_(w.weight, nonlinearity="linear")
+        self.mlp = nn.Sequential(layer(channels, channels, True), nn.ReLU(), layer(channels, 1, True), nn.Sigmoid())
+        self.lam = nn.Parameter(torch.tensor(float(lam)))
+
+    def mix(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        qk = self.w_q(q) * self.w_k(v)
+        return lepoket_attention(q, qk, self.w_v(v), self.mlp(qk), self.lam)
+
+
+ATTENTIONS = ("gated", "static", "learned", "dot", "lepoket")
 
 
 def build_attention(
@@ -128,5 +169,7 @@ def build_attention(
         return LearnedAttention(channels, spatial, lam)
     if kind == "dot":
         return DotAttention(lam)
+    if kind == "lepoket":
+        return LePoKetAttention(channels, spatial, lam)
     raise ValueError(f"unknown genetic attention {kind!r}; choose one of {', '.join(ATTENTIONS)}")
 

@@ -9,11 +9,17 @@ from torch import nn
 from hkt.methods.at import AT
 from hkt.methods.base import Method, kd_loss
 from hkt.methods.ce import CE
+from hkt.methods.dist import DIST
+from hkt.methods.dkd import DKD
 from hkt.methods.fitnet import FitNet
 from hkt.methods.hkt import HKT
 from hkt.methods.kd import KD
+from hkt.methods.reviewkd import ReviewKD
 
-METHODS: dict[str, type[Method]] = {"ce": CE, "kd": KD, "fitnet": FitNet, "at": AT, "hkt": HKT}
+METHODS: dict[str, type[Method]] = {
+    "ce": CE, "kd": KD, "dkd": DKD, "dist": DIST, "fitnet": FitNet, "at": AT, "reviewkd": ReviewKD, "hkt": HKT,
+}
+LOGIT_METHODS = ("dkd", "dist")  # need class logits (classification, segmentation), not regression outputs
 
 
 INTERNAL = ("self", "child", "parent", "example_input", "task_loss", "distill_loss")  # set by the run, not by configs
@@ -34,6 +40,13 @@ def build_method(
     if unknown:
         allowed = sorted(p for p in params if p not in INTERNAL)
         raise ValueError(f"method {name!r} has no option(s) {unknown}; its options are {allowed}")
+    if task is not None and not getattr(task, "logits", True) and (name in LOGIT_METHODS or options.get("logit_standardize")):
+        applies = [m for m in METHODS if m not in LOGIT_METHODS]
+        what = f"method {name!r}" if name in LOGIT_METHODS else "logit_standardize"
+        raise ValueError(
+            f"{what} works on class logits, and the {type(task).__name__.lower()} task regresses values; methods that apply "
+            f"here: {', '.join(applies)} (without logit_standardize)"
+        )
     if task is not None:
         options["task_loss"] = task.loss
         if "distill_loss" in params:
@@ -47,4 +60,4 @@ def build_method(
     return cls(child, parent, **options)
 
 
-__all__ = ["AT", "CE", "FitNet", "HKT", "KD", "METHODS", "Method", "build_method", "kd_loss"]
+__all__ = ["AT", "CE", "DIST", "DKD", "FitNet", "HKT", "KD", "METHODS", "Method", "ReviewKD", "build_method", "kd_loss"]

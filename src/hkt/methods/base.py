@@ -55,6 +55,10 @@ class Method(nn.Module):
         """Extra scalars to log after a training step (e.g. gate values)."""
         return {}
 
+    def on_train_step(self, step: int, total_steps: int, epoch: int) -> None:
+        """Called before each training step (0-based ``step`` of ``total_steps``, 0-based ``epoch``): where
+        schedules inside a method (DKD's warm-up, a gate schedule) read the progress of training."""
+
     def export_child(self) -> nn.Module:
         """A standalone copy of the child: same class and state_dict keys, no hooks, no adapters."""
         child = copy.deepcopy(self.child).eval()
@@ -70,3 +74,30 @@ def kd_loss(student: Tensor, teacher: Tensor, temperature: float = 4.0) -> Tenso
     t = temperature
     kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="none", log_target=True)
     return kl.sum(1).mean() * t * t
+
+
+def standardize(logits: Tensor) -> Tensor:
+    """Logit standardisation (Sun et al., CVPR 2024): z-score over the class dimension 1, before the temperature,
+    as their ``normalize`` (unbiased std, ``1e-7`` added to it). ``(B, K)`` or ``(B, K, H, W)``."""
+    return (logits - logits.mean(1, keepdim=True)) / (1e-7 + logits.std(1, keepdim=True))
+
+
+def as_rows(logits: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Dense logits ``(B, K, H, W)`` as ``(B*H*W, K)`` rows (and targets ``(B, H, W)`` as ``(B*H*W,)``), so a
+    per-sample logit loss applies per pixel; ``(B, K)`` unchanged."""
+    if logits.dim() == 2:
+        return logits, target
+    k = logits.shape[1]
+    rows = logits.movedim(1, -1).reshape(-1, k)
+    return rows, (target.reshape(-1) if target is not None else None)
+
+
+def warmup_factor(warmup: float, unit: str, step: int, epoch: int) -> float:
+    """The distillation weight's linear warm-up of DKD and ReviewKD: ``min(e / warmup, 1)`` with ``e`` the
+    1-based epoch (the authors' code) or the 1-based step; 1 when ``warmup`` is 0."""
+    if warmup <= 0:
+        return 1.0
+    return min(((epoch if unit == "epochs" else step) + 1) / warmup, 1.0)
+
+
+WARMUP_UNITS = ("epochs", "steps")

@@ -9,21 +9,29 @@ With one gene at the pooled feature and gated GA this is the reference code's ob
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hkt.core.gene import parse_genes
 from hkt.core.inheritance import Inheritance
-from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss
+from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, standardize
+
+LAM_SCHEDULES = ("constant", "linear", "cosine")
 
 
 class HKT(Method):
     """Args:
         genes: module paths (``"avgpool"``, ``"layer1:layer1"``, ``{parent: ..., child: ...}``).
         example_input: one batch for the dry run that sizes the adapters.
-        attention: GA variant, ``gated`` | ``static`` | ``learned`` | ``dot``.
+        attention: GA variant, ``gated`` | ``static`` | ``learned`` | ``dot`` | ``lepoket`` (the follow-up's
+            learnable GA; ``lam`` is its λ's initial value).
+        lam_schedule, lam_final: move the inheritance rate from ``lam`` to ``lam_final`` over training, per step
+            (``linear`` or ``cosine``; ``constant`` = off): every gate is scaled by ``lam(t) / lam``.
+        logit_standardize: z-score the logits before the temperature in the KD term (Sun et al., CVPR 2024).
         adapter: Transfer, ``auto`` (identity where parent and child shapes agree, the reference) or ``learned``
             (always a trainable adapter, identity at step 0: channel k of the parent need not mean channel k of
             the child).
@@ -46,10 +54,22 @@ class HKT(Method):
         kd_weight: float = 0.0,
         temperature: float = 4.0,
         adapter: str = "auto",
+        lam_schedule: str = "constant",
+        lam_final: float | None = None,
+        logit_standardize: bool = False,
         task_loss: TaskLoss = F.cross_entropy,
         distill_loss: DistillLoss = kd_loss,
     ) -> None:
         super().__init__(child, parent, task_loss)
+        if lam_schedule not in LAM_SCHEDULES:
+            raise ValueError(f"method.lam_schedule must be one of {', '.join(LAM_SCHEDULES)}, got {lam_schedule!r}")
+        if lam_schedule != "constant" and (lam_final is None or lam == 0):
+            raise ValueError(
+                f"method.lam_schedule: {lam_schedule} moves the inheritance rate from lam to lam_final: set method.lam_final "
+                f"(e.g. lam_final: 0 to end on the child alone) and a non-zero lam (got lam={lam}, lam_final={lam_final})"
+            )
+        self.lam, self.lam_schedule, self.lam_final = lam, lam_schedule, lam_final
+        self.logit_standardize = logit_standardize
         self.distill_loss = distill_loss
         self.w_child, self.w_inherit, self.w_parent = w_child, w_inherit, w_parent
         self.kd_weight, self.temperature = kd_weight, temperature
@@ -68,8 +88,21 @@ class HKT(Method):
         if self.w_parent > 0:
             losses["parent"] = self.w_parent * self.task_loss(r.parent_on_mix, y)
         if self.kd_weight > 0:
-            losses["kd"] = self.kd_weight * self.distill_loss(r.child, r.parent, self.temperature)
+            s, t = (standardize(r.child), standardize(r.parent)) if self.logit_standardize else (r.child, r.parent)
+            losses["kd"] = self.kd_weight * self.distill_loss(s, t, self.temperature)
         return (r.child if r.child is not None else r.inherited), losses
 
+    def on_train_step(self, step: int, total_steps: int, epoch: int) -> None:
+        if self.lam_schedule == "constant":
+            return
+        t = min(1.0, step / max(1, total_steps - 1))
+        shape = t if self.lam_schedule == "linear" else 0.5 * (1 - math.cos(math.pi * t))
+        scale = (self.lam + (self.lam_final - self.lam) * shape) / self.lam
+        for a in self.inheritance.attentions:
+            a.scale = scale
+
     def log_values(self) -> dict[str, Tensor]:
-        return {f"gate/{k}": v for k, v in self.inheritance.gates().items()}
+        gates = {f"gate/{k}": v for k, v in self.inheritance.gates().items()}
+        if self.lam_schedule != "constant":
+            gates["lam/scale"] = torch.tensor(self.inheritance.attentions[0].scale)
+        return gates

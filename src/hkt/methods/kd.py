@@ -5,6 +5,7 @@ regress the parent's final flow).
 Defaults: T = 4, as RepDistiller and mdistiller use for CIFAR. Weights 1 and 1 (Hinton's sum of the two terms);
 RepDistiller (``-r 0.1 -a 0.9``) and mdistiller (``CE_WEIGHT 0.1, KD_WEIGHT 0.9``) use 0.1 and 0.9 on CIFAR: set
 ``task_weight: 0.1, kd_weight: 0.9`` to match them. ``hkt compare`` searches ``kd_weight`` per grid.
+``logit_standardize: true`` z-scores both logits before the temperature (Sun et al., CVPR 2024).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss
+from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, standardize
 
 
 class KD(Method):
@@ -26,18 +27,21 @@ class KD(Method):
         temperature: float = 4.0,
         kd_weight: float = 1.0,
         task_weight: float = 1.0,
+        logit_standardize: bool = False,
         task_loss: TaskLoss = F.cross_entropy,
         distill_loss: DistillLoss = kd_loss,
     ) -> None:
         super().__init__(child, parent, task_loss)
         self.temperature, self.kd_weight, self.task_weight = temperature, kd_weight, task_weight
+        self.logit_standardize = logit_standardize
         self.distill_loss = distill_loss
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         with torch.no_grad():
             teacher = self.parent(x)
         out = self.child(x)
+        s, t = (standardize(out), standardize(teacher)) if self.logit_standardize else (out, teacher)
         return out, {
             "task": self.task_weight * self.task_loss(out, y),
-            "kd": self.kd_weight * self.distill_loss(out, teacher, self.temperature),
+            "kd": self.kd_weight * self.distill_loss(s, t, self.temperature),
         }

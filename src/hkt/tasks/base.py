@@ -18,6 +18,7 @@ class Task:
     data_class: ClassVar[type[L.LightningDataModule]]
     monitor: ClassVar[str]
     mode: ClassVar[str] = "max"  # "min" when lower is better (e.g. end-point error)
+    logits: ClassVar[bool] = True  # outputs are class logits (logit methods: dkd, dist, logit standardisation)
     net_keys: ClassVar[frozenset[str]] = frozenset({"arch", "weights", "width"})  # keys of the parent / child sections
 
     def __init__(self) -> None:  # the task's options (config section ``task``) are its keyword arguments

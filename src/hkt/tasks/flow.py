@@ -69,6 +69,7 @@ class Flow(Task):
     """
 
     data_class = FlowData
+    logits = False
     monitor = "val/epe"
     mode = "min"
     net_keys: ClassVar[frozenset[str]] = frozenset({"arch", "weights", "iterations"})

@@ -76,6 +76,7 @@ class MethodModule(L.LightningModule):
         self.warmup, self.min_lr, self.milestones = warmup, min_lr, tuple(milestones)
         self.run_info = dict(run or {})
         self._restored_optim: dict[str, Any] | None = None
+        self._total_steps = 1
         metrics = task.metrics(data)
         self.val_metrics = metrics.clone(prefix="val/")
         # one collection per test loader: test/<metric>, or test/<set>_<metric> when there are named sets (flow)
@@ -100,6 +101,9 @@ class MethodModule(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True)
         self.log_dict(self.method.log_values(), on_step=False, on_epoch=True)
         return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.method.on_train_step(self.global_step, self._total_steps, self.current_epoch)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """After the optimiser step: a weight or buffer (BatchNorm running statistics) that went non-finite with a
@@ -178,7 +182,7 @@ class MethodModule(L.LightningModule):
             opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         else:
             opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
-        steps = int(self.trainer.estimated_stepping_batches)
+        steps = self._total_steps = int(self.trainer.estimated_stepping_batches)
         # the factor is read from the current settings on every call, so a resume with a new min_lr applies too
         factor = lr_factor(self.schedule, steps, self.warmup, self.min_lr / self.lr, self.milestones)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)

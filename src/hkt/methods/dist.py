@@ -1,0 +1,58 @@
+"""``dist``: DIST, Knowledge Distillation from A Stronger Teacher (Huang et al., NeurIPS 2022) —
+``task + beta * inter + gamma * intra``, relations of the softened predictions ``softmax(z / T)``:
+
+- inter-class: ``1 - mean over samples of Pearson(p_child[i, :], p_parent[i, :])``;
+- intra-class: ``1 - mean over classes of Pearson(p_child[:, k], p_parent[:, k])`` (across the batch);
+
+both times T². Defaults as the authors' ``DIST`` module (hunto/DIST_KD): beta 1, gamma 1, T 4. For segmentation
+every pixel is a row (per-pixel logits), so the intra-class relation runs across all pixels of the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hkt.methods.base import Method, TaskLoss, as_rows
+
+
+def pearson(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """Row-wise Pearson correlation of ``(N, K)`` tensors: ``(N,)``."""
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_loss(student: Tensor, teacher: Tensor, beta: float = 1.0, gamma: float = 1.0, temperature: float = 4.0) -> Tensor:
+    """DIST for logits ``(N, K)``."""
+    t = temperature
+    y_s, y_t = F.softmax(student / t, 1), F.softmax(teacher / t, 1)
+    inter = 1 - pearson(y_s, y_t).mean()
+    intra = 1 - pearson(y_s.T, y_t.T).mean()
+    return t * t * (beta * inter + gamma * intra)
+
+
+class DIST(Method):
+    def __init__(
+        self,
+        child: nn.Module,
+        parent: nn.Module,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 4.0,
+        task_weight: float = 1.0,
+        task_loss: TaskLoss = F.cross_entropy,
+    ) -> None:
+        super().__init__(child, parent, task_loss)
+        self.beta, self.gamma, self.temperature, self.task_weight = beta, gamma, temperature, task_weight
+
+    def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
+        with torch.no_grad():
+            teacher = self.parent(x)
+        out = self.child(x)
+        return out, {
+            "task": self.task_weight * self.task_loss(out, y),
+            "dist": dist_loss(as_rows(out)[0], as_rows(teacher)[0], self.beta, self.gamma, self.temperature),
+        }

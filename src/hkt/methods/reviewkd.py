@@ -1,0 +1,133 @@
+"""``reviewkd``: Distilling Knowledge via Knowledge Review (Chen et al., CVPR 2021) —
+``task + w(t) * reviewkd_weight * sum over genes of HCL(review_i, parent_i)``.
+
+The child's genes (shallow to deep) are "reviewed" from the deepest one down: each passes an attention-based
+fusion block (ABF: 1x1 conv + BN to ``mid`` channels; from the second deepest on, fused with the upsampled result
+of the deeper one by two per-position sigmoid weights; then a 3x3 conv + BN to the parent's channels at the parent's
+size). Hierarchical context loss (HCL): MSE at full size plus MSE of 4x4, 2x2, 1x1 average pools, weights 1, ½, ¼, ⅛,
+normalised. A vector gene (e.g. the pooled feature) counts as a 1x1 map. The ABF blocks train with the child and
+are never exported. Defaults as mdistiller (``mdistiller/distillers/ReviewKD.py``, its CIFAR config): weight 1,
+warm-up 20 epochs, mid channels ``min(512, deepest child channels)``, nearest-neighbour resizing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hkt.core.extract import dry_run, extracting
+from hkt.core.gene import Gene, parse_genes
+from hkt.methods.base import WARMUP_UNITS, Method, TaskLoss, warmup_factor
+
+
+def hcl_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+    """Hierarchical context loss summed over pairs of ``(B, C, H, W)`` maps."""
+    total = student[0].new_zeros(())
+    for fs, ft in zip(student, teacher):
+        loss, weight, norm = F.mse_loss(fs, ft), 1.0, 1.0
+        for level in (4, 2, 1):
+            if level >= fs.shape[2]:
+                continue
+            weight /= 2.0
+            loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(fs, level), F.adaptive_avg_pool2d(ft, level))
+            norm += weight
+        total = total + loss / norm
+    return total
+
+
+class ABF(nn.Module):
+    """Attention-based fusion: ``x (B, C_in, h, w)`` [+ the deeper review ``y (B, mid, h', w')``] -> the review at
+    the parent's size ``(B, C_out, H, W)`` and the fused ``mid``-channel map passed to the next (shallower) block."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels))
+        self.out = nn.Sequential(nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels))
+        self.attention = nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid()) if fuse else None
+        nn.init.kaiming_uniform_(self.reduce[0].weight, a=1)
+        nn.init.kaiming_uniform_(self.out[0].weight, a=1)
+
+    def forward(self, x: Tensor, y: Tensor | None, out_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        x = self.reduce(x)
+        if self.attention is not None and y is not None:
+            y = F.interpolate(y, size=x.shape[-2:], mode="nearest")
+            z = self.attention(torch.cat([x, y], 1))
+            x = x * z[:, :1] + y * z[:, 1:]
+        if tuple(x.shape[-2:]) != tuple(out_size):
+            x = F.interpolate(x, size=out_size, mode="nearest")
+        return self.out(x), x
+
+
+def _as_map(t: Tensor) -> Tensor:
+    return t[..., None, None] if t.dim() == 2 else t
+
+
+def _pairs(genes: Any) -> list[Gene]:
+    """Genes as pairs (``[a, b:c, ...]``) or as two lists ``{parent: [...], child: [...]}`` of equal length."""
+    if isinstance(genes, dict) and isinstance(genes.get("parent"), list):
+        parent, child = genes["parent"], genes.get("child", genes["parent"])
+        if len(parent) != len(child):
+            raise ValueError(
+                f"reviewkd pairs genes one to one: {len(parent)} parent gene(s) {parent} but {len(child)} child gene(s) "
+                f"{child}; give method.genes the same number of parent and child paths"
+            )
+        return parse_genes([{"parent": p, "child": c} for p, c in zip(parent, child)])
+    return parse_genes(genes)
+
+
+class ReviewKD(Method):
+    def __init__(
+        self,
+        child: nn.Module,
+        parent: nn.Module,
+        genes: Any,
+        example_input: Any,
+        reviewkd_weight: float = 1.0,
+        task_weight: float = 1.0,
+        warmup: float = 20.0,
+        warmup_unit: str = "epochs",
+        task_loss: TaskLoss = F.cross_entropy,
+    ) -> None:
+        super().__init__(child, parent, task_loss)
+        if warmup_unit not in WARMUP_UNITS:
+            raise ValueError(f"method.warmup_unit must be one of {', '.join(WARMUP_UNITS)}, got {warmup_unit!r}")
+        self.genes = _pairs(genes)
+        self.reviewkd_weight, self.task_weight, self.warmup, self.warmup_unit = reviewkd_weight, task_weight, warmup, warmup_unit
+        run = dry_run(parent, child, self.genes, example_input)
+        c_shapes = [tuple(_as_map(run.child[g.child]).shape[1:]) for g in self.genes]
+        p_shapes = [tuple(_as_map(run.parent[g.parent]).shape[1:]) for g in self.genes]
+        for g, c, p in zip(self.genes, c_shapes, p_shapes):
+            if len(c) != 3 or len(p) != 3:
+                raise ValueError(f"reviewkd gene {g.name!r}: needs feature maps or vectors, got shapes {c} and {p}")
+        mid = min(512, c_shapes[-1][0])
+        # built deepest first, as the review runs; the deepest block has nothing to fuse with
+        self.abfs = nn.ModuleList(
+            ABF(c[0], mid, p[0], fuse=i > 0) for i, (c, p) in enumerate(zip(reversed(c_shapes), reversed(p_shapes)))
+        )
+        self.out_sizes = [p[1:] for p in reversed(p_shapes)]
+        self._w = warmup_factor(warmup, warmup_unit, 0, 0)
+
+    def on_train_step(self, step: int, total_steps: int, epoch: int) -> None:
+        self._w = warmup_factor(self.warmup, self.warmup_unit, step, epoch)
+
+    def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
+        with torch.no_grad(), extracting(self.parent, [g.parent for g in self.genes], "parent") as pf:
+            self.parent(x)
+        with extracting(self.child, [g.child for g in self.genes], "child") as cf:
+            out = self.child(x)
+        feats = [_as_map(cf[g.child]) for g in reversed(self.genes)]
+        reviews, residual = [], None
+        for abf, f, size in zip(self.abfs, feats, self.out_sizes):
+            review, residual = abf(f, residual, size)
+            reviews.append(review)
+        targets = [_as_map(pf[g.parent]) for g in reversed(self.genes)]
+        return out, {
+            "task": self.task_weight * self.task_loss(out, y),
+            "review": self._w * self.reviewkd_weight * hcl_loss(reviews, targets),
+        }
+
+    def log_values(self) -> dict[str, Tensor]:
+        return {"warmup/reviewkd": torch.tensor(self._w)}
