@@ -174,6 +174,7 @@ def test_fit_and_export_flow_cli(tmp_path, capsys):
     assert main(["test", *args]) == 0
     tested = capsys.readouterr().out
     assert '"test/synthetic_epe"' in tested and '"test/grove3_fl_all"' in tested  # every evaluation set
-    assert main(["export", *args]) == 0
+    assert main(["export", *args, "--format", "safetensors", "pt2"]) == 0  # ONNX of RAFT: tests/test_export.py
     report = json.loads(capsys.readouterr().out)
-    assert report["max_abs_diff"] == {"safetensors": 0.0, "torchscript": 0.0} and report["params"] == 990162
+    assert report["formats"]["safetensors"]["max_abs_diff"] == 0.0 and report["params"] == 990162
+    assert report["formats"]["pt2"]["max_abs_diff"] <= 1e-5

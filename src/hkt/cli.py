@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     p_fit = sub.add_parser("fit", help="train (resumable), select on validation, test once")
     p_fit.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt")
     p_test = sub.add_parser("test", help="evaluate a trained child on the test split")
-    p_exp = sub.add_parser("export", help="write the child alone as safetensors + TorchScript, verified")
+    p_exp = sub.add_parser("export", help="write the child alone (safetensors, ONNX, torch.export .pt2), each verified")
     p_exp.add_argument("--out", default=None, help="output folder (default: out_dir/export)")
+    p_exp.add_argument("--format", nargs="+", default=None, metavar="FMT",
+                       help="any of safetensors onnx pt2 torchscript (legacy); default: safetensors onnx pt2")
     for p in (p_fit, p_test, p_exp):
         p.add_argument("--config", "-c", help="YAML config (see configs/)")
     for p in (p_test, p_exp):
@@ -102,13 +104,18 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(test(cfg, args.ckpt), indent=1))
         elif args.command == "export":
-            from hkt.export import export
+            from hkt.export import DEFAULT_FORMATS, export, failed_formats
             from hkt.training.run import load_trained, task_of
 
             data, module = load_trained(cfg, args.ckpt)
             fresh = task_of(cfg).build_net({**cfg["child"], "weights": None}, data)
-            report = export(module.method, fresh, data.example_input(16), args.out or Path(cfg["out_dir"]) / "export")
+            report = export(module.method, fresh, data.example_input(8), args.out or Path(cfg["out_dir"]) / "export",
+                            args.format or DEFAULT_FORMATS, spatial=cfg["task"]["name"] != "classification")
             print(json.dumps(report, indent=1))
+            for fmt, reason in failed_formats(report).items():
+                print(f"hkt export: {fmt} not written ({reason}); the other formats were written and verified", file=sys.stderr)
+            if args.format and failed_formats(report):
+                return 2
     except _EXPECTED as e:
         if args.debug:
             raise
