@@ -28,14 +28,32 @@ def test_training_batches_are_shuffled_and_reproducible():
     data = ImageClassificationData("fashion_mnist", val_size=500, train_subset=2000, batch_size=100, num_workers=0, train_seed=3)
     data.setup()
     loader = data.train_dataloader()
-    loader.sampler.set_epoch(1)
-    x1, y1 = next(iter(loader))
-    loader.sampler.set_epoch(1)
-    x2, y2 = next(iter(loader))
-    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+    def first_batch(epoch):
+        loader.sampler.set_epoch(epoch)
+        raw = next(iter(loader))
+        assert raw[0].dtype == torch.uint8 and raw[2][0].tolist() == [epoch, 0]  # augmented later, on the device
+        return data.on_after_batch_transfer(raw)
+
+    x1, y1 = first_batch(1)
+    x2, y2 = first_batch(1)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and x1.dtype == torch.float32
     assert len(set(y1.tolist())) > 5
-    loader.sampler.set_epoch(2)
-    assert not torch.equal(next(iter(loader))[1], y1)
+    assert not torch.equal(first_batch(2)[1], y1)
+
+
+def test_batched_crop_flip_matches_a_per_sample_reference():
+    from hkt.data.augment import batch_generator, crop_flip
+
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.uint8).reshape(2, 3, 4, 5)
+    out = crop_flip(x, 2, True, batch_generator(0, 1, 2, 0))
+    g = batch_generator(0, 1, 2, 0)  # the same draws, in the same order: dy, dx, flips
+    dy, dx, flips = torch.randint(0, 5, (2,), generator=g), torch.randint(0, 5, (2,), generator=g), torch.rand(2, generator=g) < 0.5
+    for b in range(2):
+        padded = torch.nn.functional.pad(x[b], (2, 2, 2, 2))
+        crop = padded[:, dy[b] : dy[b] + 4, dx[b] : dx[b] + 5]
+        assert torch.equal(out[b], crop.flip(-1) if flips[b] else crop)
+    assert not torch.equal(crop_flip(x, 2, True, batch_generator(0, 1, 2, 1)), out)  # another rank, other draws
 
 
 def test_image_folder_tree_is_decoded_once(tmp_path, monkeypatch):

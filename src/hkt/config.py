@@ -1,7 +1,7 @@
 """Experiment configuration: YAML + dotted overrides, validated against the signatures of the objects it
 builds, so an unknown or misspelt key fails at once with the closest valid key named.
 
-Sections: ``seed``, ``out_dir``, ``task`` (``name``: classification | segmentation | flow, + the task's
+Sections: ``seed``, ``out_dir``, ``channels_last`` and ``compile`` (fast paths, ``hkt.training.fast_path``), ``task`` (``name``: classification | segmentation | flow, + the task's
 options), ``data`` (the task's data module: ``ImageClassificationData``, ``SegmentationData``, ``FlowData``),
 ``parent`` and ``child`` (``arch``, ``weights``, ``width``; ``iterations`` for RAFT), ``method`` (``name`` + the
 method's options), ``optim`` (``MethodModule``: optimizer, lr, momentum, weight_decay, nesterov, schedule),
@@ -48,6 +48,8 @@ def load_yaml(text: str) -> Any:
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out_dir": "runs/default",
+    "channels_last": False,
+    "compile": False,
     "task": {"name": "classification"},
     "data": {},
     "parent": {"arch": None, "weights": None},
@@ -121,7 +123,7 @@ def _allowed(task: str) -> dict[str, set[str]]:
         "data": _keys_of(TASKS[task].data_class.__init__, ("train_seed",)),
         "parent": set(TASKS[task].net_keys),
         "child": set(TASKS[task].net_keys),
-        "optim": _keys_of(MethodModule.__init__, ("method", "task", "data", "run")),
+        "optim": _keys_of(MethodModule.__init__, ("method", "task", "data", "run", "channels_last")),
         "trainer": _keys_of(L.Trainer.__init__, ("callbacks", "plugins", "logger", "default_root_dir")),
     }
 
@@ -172,6 +174,9 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     check_types(method, METHODS[name].__init__, "method.")
     if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
         raise ConfigError(f"config key 'seed' must be an int, got {cfg['seed']!r}")
+    for key in ("channels_last", "compile"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {cfg[key]!r}")
     if name != "ce" and not cfg["parent"].get("arch"):
         raise ConfigError(f"method {name!r} needs a parent: set parent.arch (and parent.weights)")
     return cfg

@@ -3,6 +3,10 @@
 Splits: a seeded validation split carved from the training set (``val_from: train``, default), or, for
 pretrained checkpoints that saw the whole training set, a seeded half of the test set (``val_from: test``;
 the other half is then the test split). The test split is evaluated once, at the end.
+
+Training batches leave the loader as uint8 images plus a ``(epoch, position)`` key and are cropped, flipped and
+normalised as a batch on the training device (``hkt.data.augment``, in ``on_after_batch_transfer``); evaluation
+batches are normalised float images.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
 from hkt.data import sources
+from hkt.data.augment import batch_generator, crop_flip, normalize
 
 DATASETS = {
     # name: (loader, mean, std, crop padding for training augmentation, horizontal flip)
@@ -47,13 +52,23 @@ class EpochSampler(DistributedSampler):
         return ((i, self.epoch) for i in super().__iter__())
 
 
-def loader(data: Dataset, batch_size: int, num_workers: int, train: bool = False, seed: int = 0) -> DataLoader:
-    """A split's loader: training batches come from ``EpochSampler`` (seeded order and augmentation, DDP
-    shards, last partial batch dropped); evaluation batches in order, all of them."""
+class PositionSampler(EpochSampler):
+    """``EpochSampler`` that also yields each sample's position in this rank's epoch order, ``(i, epoch, k)``:
+    with ``drop_last`` batching, batch ``k // batch_size`` of the epoch; it seeds that batch's augmentation."""
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:  # type: ignore[override]
+        return ((i, epoch, k) for k, (i, epoch) in enumerate(super().__iter__()))
+
+
+def loader(
+    data: Dataset, batch_size: int, num_workers: int, train: bool = False, seed: int = 0, sampler: type[EpochSampler] = EpochSampler
+) -> DataLoader:
+    """A split's loader: training batches come from ``sampler`` (seeded order and augmentation, DDP shards, last
+    partial batch dropped); evaluation batches in order, all of them."""
     return DataLoader(
         data,
         batch_size=batch_size,
-        sampler=EpochSampler(data, seed) if train else None,
+        sampler=sampler(data, seed) if train else None,
         drop_last=train,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
@@ -104,27 +119,24 @@ def check_labels(labels: dict[str, np.ndarray], num_classes: int, source: str) -
 
 
 class ArrayDataset(Dataset):
-    """``images`` uint8 ``(N, H, W, C)``, ``labels`` ``(N,)``; items are ``(float (C, H, W), int)``.
+    """``images`` uint8 ``(N, H, W, C)``, ``labels`` ``(N,)``.
 
-    Indexed by ``i`` or by ``(i, epoch)`` (from ``EpochSampler``): the latter seeds the random transform
-    with ``(seed, epoch, i)``.
+    Indexed by ``i``: ``(transform(uint8 (C, H, W)), label)``. Indexed by ``(i, epoch, k)`` (``PositionSampler``,
+    training): ``(uint8 (C, H, W), label, [epoch, k])``, augmented later as a batch on the device.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any, seed: int = 0) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any = None) -> None:
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # a view: no copy
         self.labels = torch.from_numpy(labels)
         self.transform = transform
-        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[Tensor, ...]:
         if isinstance(key, tuple):
-            i, epoch = key
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF)
-                return self.transform(self.images[i]), self.labels[i]
+            i, epoch, k = key
+            return self.images[i], self.labels[i], torch.tensor([epoch, k])
         return self.transform(self.images[key]), self.labels[key]
 
 
@@ -169,9 +181,9 @@ class ImageClassificationData(SplitData):
         self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
         loader, mean, std, pad, flip = DATASETS[name]
         self._loader = loader
-        normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-        self.eval_transform = v2.Compose(normalize)
-        self._pad, self._flip, self._normalize = pad, flip, normalize
+        self.eval_transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
+        self._pad, self._flip = pad, flip
         self.splits: dict[str, ArrayDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -199,16 +211,28 @@ class ImageClassificationData(SplitData):
         for split, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
             if len(idx) == 0:
                 raise ValueError(f"the {split} split is empty; check data.val_size / data.train_subset / data.test_subset")
-        size = train_x.shape[1:3]
-        augmentation: list[Any] = [v2.RandomCrop(size, padding=self._pad)] if self._pad else []
-        augmentation += [v2.RandomHorizontalFlip()] if self._flip else []
-        train_transform = v2.Compose((augmentation if self.augment else []) + self._normalize)
         self.splits = {
-            "train": ArrayDataset(train_x[train_idx], train_y[train_idx], train_transform, self.train_seed),
+            "train": ArrayDataset(train_x[train_idx], train_y[train_idx], self.eval_transform),
             "val": ArrayDataset(val_x, val_y, self.eval_transform),
             "test": ArrayDataset(test_x[test_idx], test_y[test_idx], self.eval_transform),
         }
         self.in_channels = train_x.shape[3]
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return loader(self.splits["train"], self.batch_size, self.num_workers, True, self.train_seed, PositionSampler)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> Any:
+        """Training batches ``(uint8 x, y, key)``: crop + flip per sample (seeded by seed, epoch, batch, rank),
+        then normalise, on the device the batch is on. Evaluation batches pass through."""
+        if len(batch) != 3:
+            return batch
+        x, y, key = batch
+        if self.augment and (self._pad or self._flip):
+            rank = self.trainer.global_rank if getattr(self, "trainer", None) is not None else 0
+            epoch, batch_index = int(key[0, 0]), int(key[0, 1]) // self.batch_size
+            x = crop_flip(x, self._pad, self._flip, batch_generator(self.train_seed, epoch, batch_index, rank))
+        return normalize(x, self.mean, self.std), y
 
     def describe(self) -> dict[str, Any]:
         """Sizes and provenance of the splits, recorded with every result."""

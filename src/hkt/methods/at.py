@@ -31,6 +31,8 @@ def at_loss(child: Tensor, parent: Tensor) -> Tensor:
 
 
 class AT(Method):
+    uses_hooks = True  # Extraction / Mixture hooks per step
+
     def __init__(
         self, child: nn.Module, parent: nn.Module, genes: Any, beta: float = 1000.0, task_loss: TaskLoss = F.cross_entropy
     ) -> None:

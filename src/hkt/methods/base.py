@@ -19,11 +19,17 @@ DistillLoss = Callable[[Any, Any, float], Tensor]  # (child output, parent outpu
 class Method(nn.Module):
     """Holds ``child`` (trained, deployed) and optionally ``parent`` (frozen, discarded after training).
 
+    ``genes``: the (parent, child) blocks a feature method reads or mixes (empty for logit methods).
+    ``uses_hooks``: the method registers forward hooks during each step (so ``torch.compile`` cannot capture it).
+
     Args:
         child: the network being trained; its architecture is what ships.
         parent: a pretrained network, or ``None`` for methods that need none.
         task_loss: ``(output, target) -> scalar`` (cross-entropy by default).
     """
+
+    genes: list = []
+    uses_hooks: bool = False
 
     def __init__(self, child: nn.Module, parent: nn.Module | None = None, task_loss: TaskLoss = F.cross_entropy) -> None:
         super().__init__()

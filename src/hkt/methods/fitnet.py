@@ -18,6 +18,8 @@ from hkt.methods.base import Method, TaskLoss
 
 
 class FitNet(Method):
+    uses_hooks = True  # Extraction / Mixture hooks per step
+
     def __init__(
         self,
         child: nn.Module,
@@ -32,6 +34,7 @@ class FitNet(Method):
         if len(genes) != 1:
             raise ValueError(f"fitnet uses exactly one hint gene, got {len(genes)}: {[g.name for g in genes]}")
         self.gene: Gene = genes[0]
+        self.genes = genes
         self.hint_weight = hint_weight
         run = dry_run(parent, child, genes, example_input)
         p, c = run.parent[self.gene.parent], run.child[self.gene.child]

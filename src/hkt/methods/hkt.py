@@ -38,6 +38,7 @@ class HKT(Method):
         w_child, w_inherit, w_parent: weights of the three task-loss terms (reference: 1, 1, 1).
         kd_weight, temperature: optional Hinton KD term on the child's logits (0 = off).
     """
+    uses_hooks = True  # Extraction / Mixture hooks per step
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class HKT(Method):
             parent, child, parse_genes(genes), example_input, attention, lam, parent_weight,
             native=w_child > 0 or kd_weight > 0, reverse=w_parent > 0, parent_own=kd_weight > 0, adapter=adapter,
         )
+        self.genes = self.inheritance.genes
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         r = self.inheritance(self.parent, self.child, x)

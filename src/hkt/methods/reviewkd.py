@@ -79,6 +79,8 @@ def _pairs(genes: Any) -> list[Gene]:
 
 
 class ReviewKD(Method):
+    uses_hooks = True  # Extraction / Mixture hooks per step
+
     def __init__(
         self,
         child: nn.Module,

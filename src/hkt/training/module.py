@@ -59,6 +59,7 @@ class MethodModule(L.LightningModule):
         min_lr: float = 0.0,
         milestones: Sequence[float] = (0.5, 0.75),
         run: dict[str, Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
@@ -75,6 +76,7 @@ class MethodModule(L.LightningModule):
         self.lr, self.momentum, self.weight_decay, self.nesterov, self.schedule = lr, momentum, weight_decay, nesterov, schedule
         self.warmup, self.min_lr, self.milestones = warmup, min_lr, tuple(milestones)
         self.run_info = dict(run or {})
+        self.channels_last = channels_last
         self._restored_optim: dict[str, Any] | None = None
         self._total_steps = 1
         metrics = task.metrics(data)
@@ -86,8 +88,14 @@ class MethodModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.method(x)
 
+    def _input(self, x: Any) -> Any:
+        if self.channels_last and isinstance(x, Tensor) and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
+        x = self._input(x)
         _, losses = self.method.forward_train(x, y)
         loss = torch.stack(list(losses.values())).sum()
         if not math.isfinite(loss.item()):
@@ -159,13 +167,13 @@ class MethodModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_metrics.update(self.method(x), y)
+        self.val_metrics.update(self.method(self._input(x)), y)
         self.log_dict(self.val_metrics, prog_bar=True, on_epoch=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
         metrics = self.test_metrics[dataloader_idx]
-        metrics.update(self.method(x), y)
+        metrics.update(self.method(self._input(x)), y)
         self.log_dict(metrics, on_epoch=True, add_dataloader_idx=False)
 
     def configure_optimizers(self) -> Any:

@@ -18,6 +18,7 @@ from hkt.io.lock import is_secondary_rank
 from hkt.methods import build_method
 from hkt.tasks import Task, build_task
 from hkt.training.checkpoint_io import AtomicCheckpointIO
+from hkt.training.fast_path import channels_last, check_precision, compile_nets
 from hkt.training.history import History
 from hkt.training.module import MethodModule
 
@@ -45,8 +46,14 @@ def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
     data.setup()
     nets = {role: task.build_net(cfg[role], data) for role in ("parent", "child") if cfg[role].get("arch")}
     options = dict(cfg["method"])
-    method = build_method(options.pop("name"), nets["child"], nets.get("parent"), data.example_input(), task, **options)
-    return data, MethodModule(method, task, data, **cfg["optim"], run=describe_run(cfg))
+    example = data.example_input()
+    method = build_method(options.pop("name"), nets["child"], nets.get("parent"), example, task, **options)
+    check_precision(cfg["trainer"])
+    if cfg["channels_last"]:
+        channels_last(method, example)
+    if cfg["compile"]:
+        compile_nets(method)
+    return data, MethodModule(method, task, data, **cfg["optim"], run=describe_run(cfg), channels_last=cfg["channels_last"])
 
 
 class CheckpointConfigMismatchError(ValueError):
