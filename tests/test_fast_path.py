@@ -55,3 +55,17 @@ def test_channels_last_refuses_pair_inputs():
     method = build_method("ce", build_model("torchvision:raft_small", iterations=2), None, None)
     with pytest.raises(FastPathError, match=r"needs 4-D \(B, C, H, W\) inputs; this task's inputs are \(1, 2, 3, 128, 128\)"):
         channels_last(method, torch.zeros(1, 2, 3, 128, 128))
+
+
+def test_gpu_benchmark_is_ready_smoke_on_cpu(tmp_path):
+    """benchmarks/gpu_step.py runs end to end (tiny batches, on the CPU) so it is ready when a GPU is lent."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_step.py"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path / "smoke")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "smoke.json").read_text())
+    assert result["smoke"] and len(result["train"]) == 16 and {r["runtime"].split(" ")[0] for r in result["export_latency"]} == {"eager", ".pt2", "onnxruntime"}

@@ -118,7 +118,8 @@ class MethodModule(L.LightningModule):
         finite loss would otherwise be saved as the "good" checkpoint."""
         named = [(n, t) for n, t in self.method.named_parameters() if not n.startswith("parent.")]
         named += [(n, t) for n, t in self.method.named_buffers() if not n.startswith("parent.") and t.is_floating_point()]
-        finite = torch.stack([torch.isfinite(t).all() for _, t in named]).all()
+        # one fused pass: the norm of a tensor holding NaN or inf is not finite
+        finite = torch.stack(torch._foreach_norm([t.detach() for _, t in named])).isfinite().all()
         if not bool(finite):
             bad = [n for n, t in named if not torch.isfinite(t).all()]
             raise NonFiniteLossError(
