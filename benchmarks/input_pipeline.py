@@ -3,7 +3,8 @@ measured side by side in one process, medians over repeats.
 
     python benchmarks/input_pipeline.py [--batch 256] [--batches 40] [--repeats 3] [--out benchmarks/results/input_pipeline]
 
-Paths (training batches of ``--batch`` images, crop with padding + horizontal flip + normalisation):
+Paths for CIFAR-10 and Fashion-MNIST (training batches of ``--batch`` images, crop with padding + horizontal flip +
+normalisation):
 
 - ``old: per-sample v2, N workers``: the loader before this change, torchvision v2 transforms per sample, seeded
   per (seed, epoch, index), default collate;
@@ -12,6 +13,9 @@ Paths (training batches of ``--batch`` images, crop with padding + horizontal fl
 - ``kernel only``: ``crop_flip`` + ``normalize`` on a uint8 batch already in memory (the device-side cost);
 - ``kornia (float, per-sample RandomCrop + RandomHorizontalFlip)``: the maintained library alternative for the same
   augmentation, on the same batch, to justify the hand-written kernel.
+
+For LiTS slices (batch 16, every training slice of the offline case): joint image/mask flip + rotation + scale,
+per-sample torchvision v2 in the loader (old) vs kornia's batched ``AugmentationSequential`` on the device (new).
 
 Writes ``<out>.json`` and ``<out>.md``.
 """
@@ -101,6 +105,54 @@ def bench_dataset(name: str, batch: int, batches: int, repeats: int) -> list[dic
     return rows
 
 
+def bench_lits(batch: int, batches: int, repeats: int) -> list[dict]:
+    """LiTS slices (the offline case, 128 x 128): joint image/mask flip + rotation + scale, old per-sample v2
+    (tv_tensors) in the loader vs the new batched kornia path on the device."""
+    from torchvision import tv_tensors
+
+    from hkt.data.augment import batch_generator, joint_flip_affine
+    from hkt.data.datamodule import EpochSampler
+    from hkt.data.segmentation import SegmentationData
+
+    data = SegmentationData(batch_size=batch, num_workers=0, axis=0)
+    data.setup()
+    train = data.splits["train"]
+    joint = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=10, scale=(0.9, 1.1))])
+
+    class Old(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(train)
+
+        def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+            i, epoch = key
+            image, mask = train[i]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hash((0, epoch, i)) & 0x7FFF_FFFF)
+                image, mask = joint(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+    old = Old()
+    n_batches = len(train) // batch
+    n = n_batches * batch
+    rows = []
+    loader = DataLoader(old, batch_size=batch, sampler=EpochSampler(old, 0), drop_last=True, num_workers=0)
+    rows.append({"dataset": "lits (128x128 slices)", "path": "old: per-sample v2 joint flip/affine, 0 workers", "img_per_s": throughput(lambda: iter(loader), n, repeats)})
+
+    def new_epoch():
+        for raw in data.train_dataloader():
+            yield data.on_after_batch_transfer(raw)
+
+    rows.append({"dataset": "lits (128x128 slices)", "path": "new: loader + batched kornia joint flip/affine", "img_per_s": throughput(new_epoch, n, repeats)})
+    image, mask = torch.stack([train[i][0] for i in range(batch)]), torch.stack([train[i][1] for i in range(batch)])
+
+    def kernel():
+        for b in range(n_batches):
+            yield joint_flip_affine(image, mask, b)
+
+    rows.append({"dataset": "lits (128x128 slices)", "path": "kernel only: kornia joint flip/affine on an in-memory batch", "img_per_s": throughput(kernel, n, repeats)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=256)
@@ -110,6 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # the device-side path on one CPU thread (the target: >= 20k img/s)
     rows = [r for name in ("cifar10", "fashion_mnist") for r in bench_dataset(name, args.batch, args.batches, args.repeats)]
+    rows += bench_lits(16, 0, args.repeats)  # the LiTS grid's batch size; every training slice of the offline case
     result = {
         "machine": {"processor": platform.processor() or platform.machine(), "torch_threads": 1, "torch": torch.__version__},
         "batch": args.batch, "batches": args.batches, "repeats": args.repeats, "rows": rows,

@@ -76,20 +76,24 @@ def test_axial_axis_is_configurable(crop_root, crop, tmp_path):
 
 
 def test_augmentation_moves_image_and_mask_together(crop_root):
+    """Batched on the device: the same flip / rotation / scale for image and mask, per sample, seeded per batch."""
     data = SegmentationData(root=str(crop_root), gap=0, batch_size=4, num_workers=0)
     data.setup()
-    ds = data.splits["train"]
-    plain_image, plain_mask = ds[0]
+    loader = data.train_dataloader()
     changed = 0
-    for epoch in range(6):
-        image, mask = ds[(0, epoch)]
-        assert torch.equal(image, ds[(0, epoch)][0])  # seeded per (sample, epoch)
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        raw = next(iter(loader))
+        image, mask = data.on_after_batch_transfer(raw)
+        again = data.on_after_batch_transfer(next(iter(loader)))
+        assert torch.equal(image, again[0]) and torch.equal(mask, again[1])  # seeded per (epoch, batch)
         assert set(mask.unique().tolist()) <= {0, 1, 2}  # nearest interpolation: no new labels
-        changed += int(not torch.equal(mask, plain_mask))
-        # the transformed image still predicts the transformed mask: liver pixels stay brighter than air
-        if (mask >= 1).any() and (mask == 0).any():
-            assert image[0][mask >= 1].mean() > image[0][mask == 0].mean() - 0.5
-    assert changed >= 4
+        for b in range(len(mask)):
+            changed += int(not torch.equal(mask[b], raw[1][b]))
+            # the transformed image still predicts the transformed mask: liver pixels stay brighter than air
+            if (mask[b] >= 1).any() and (mask[b] == 0).any():
+                assert image[b, 0][mask[b] >= 1].mean() > image[b, 0][mask[b] == 0].mean() - 0.5
+    assert changed >= 8
 
 
 def test_patient_split_keeps_cases_apart(tmp_path, crop):

@@ -8,10 +8,11 @@ hundred numbers) and the pixels never leave the device.
 
 The crop + flip is one gather (the flip folded into the column index), not a library call. torchvision's v2
 transforms draw one set of parameters per call (per batch, not per sample). kornia's per-sample ``RandomCrop`` +
-``RandomHorizontalFlip`` does the same job at the same speed on CIFAR-10 and 1.8x slower on Fashion-MNIST
-(``benchmarks/results/input_pipeline.md``: 65.9k vs 64.0k and 133k vs 244k img/s, one CPU thread), but it draws
+``RandomHorizontalFlip`` does the same job at about the same speed on CIFAR-10 and about 1.8x slower on
+Fashion-MNIST (``benchmarks/results/input_pipeline.md``, one CPU thread), but it draws
 from the global RNG (determinism would need ``fork_rng`` around every batch) and works on float images only (4x
-the bytes of uint8); this kernel takes an explicit generator and any dtype.
+the bytes of uint8); this kernel takes an explicit generator and any dtype. The segmentation transforms (rotation and scale, image and
+mask together) are kornia's.
 """
 
 from __future__ import annotations
@@ -50,3 +51,20 @@ def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """uint8 ``(B, C, H, W)`` -> float32 ``(x / 255 - mean) / std``; ``mean``, ``std`` ``(C,)``."""
     x = images.float().div_(255.0)
     return x.sub_(mean.to(x.device)[:, None, None]).div_(std.to(x.device)[:, None, None])
+
+
+def joint_flip_affine(images: Tensor, masks: Tensor, generator_seed: int, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1)) -> tuple[Tensor, Tensor]:
+    """Segmentation: the same random horizontal flip, rotation (±``degrees``) and scale per sample for image
+    (bilinear) and mask (nearest: no new labels), with kornia's batched ``AugmentationSequential``, on the batch's
+    device. kornia draws from the global RNG, so the draw is isolated in ``fork_rng`` and seeded by
+    ``generator_seed`` (from ``batch_generator``). ``images`` ``(B, C, H, W)`` float, ``masks`` ``(B, H, W)`` int."""
+    import kornia.augmentation as K
+
+    augment = K.AugmentationSequential(
+        K.RandomHorizontalFlip(), K.RandomAffine(degrees=degrees, scale=scale, p=1.0), data_keys=["input", "mask"]
+    )
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(generator_seed)
+        image, mask = augment(images, masks[:, None].float())
+    return image, mask[:, 0].round().long()

@@ -17,12 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
-from torchvision import tv_tensors
-from torchvision.transforms import v2
+from torch.utils.data import DataLoader, Dataset
 
 from hkt.data import lits
-from hkt.data.datamodule import SplitData
+from hkt.data.augment import batch_generator, joint_flip_affine
+from hkt.data.datamodule import PositionSampler, SplitData, loader
 from hkt.data.sources import data_root
 
 
@@ -30,15 +29,15 @@ class SliceDataset(Dataset):
     """Axial slices ``(case, z)`` of windowed CT with ``context`` neighbours on each side as channels.
 
     Items: ``(image (2k+1, H, W) float32 in [-1, 1], mask (H, W) int64)``; indexed by ``i`` or, from
-    ``EpochSampler``, by ``(i, epoch)``, which seeds the joint image/mask augmentation.
+    ``PositionSampler`` (training), by ``(i, epoch, k)``, which adds the key ``[epoch, k]`` that seeds the joint
+    image/mask augmentation of the batch on the device (``SegmentationData.on_after_batch_transfer``).
     """
 
     def __init__(
         self, cases: list[tuple[np.ndarray, np.ndarray]], index: list[tuple[int, int]], window: tuple[float, float],
-        context: int, size: int | None, transform: Any = None, seed: int = 0,
+        context: int, size: int | None,
     ) -> None:
         self.cases, self.index, self.window, self.context, self.size = cases, index, window, context, size
-        self.transform, self.seed = transform, seed
 
     def __len__(self) -> int:
         return len(self.index)
@@ -54,17 +53,11 @@ class SliceDataset(Dataset):
             mask = F.interpolate(mask[None, None].float(), size=(self.size, self.size), mode="nearest")[0, 0].long()
         return image, mask
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[Tensor, ...]:
         if not isinstance(key, tuple):
             return self._item(key)
-        i, epoch = key
-        image, mask = self._item(i)
-        if self.transform is None:
-            return image, mask
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF)
-            image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
-        return image.as_subclass(Tensor), mask.as_subclass(Tensor)
+        i, epoch, k = key
+        return (*self._item(i), torch.tensor([epoch, k]))
 
 
 class SegmentationData(SplitData):
@@ -160,12 +153,23 @@ class SegmentationData(SplitData):
             if not idx:
                 raise ValueError(f"the {split} split is empty ({mode} split of {len(cases)} case(s) in {self._root()}); add cases or change data.fractions / data.gap")
         self._mode = mode
-        augmentation = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=10, scale=(0.9, 1.1))])
-        self.splits = {
-            split: SliceDataset(cases, idx, self.window, self.context, self.size,
-                                augmentation if split == "train" and self.augment else None, self.train_seed)
-            for split, idx in index.items()
-        }
+        self.splits = {split: SliceDataset(cases, idx, self.window, self.context, self.size) for split, idx in index.items()}
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return loader(self.splits["train"], self.batch_size, self.num_workers, True, self.train_seed, PositionSampler)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> Any:
+        """Training batches ``(image, mask, key)``: joint flip / rotation / scale per sample on the device, seeded
+        by (seed, epoch, batch, rank). Evaluation batches pass through."""
+        if len(batch) != 3:
+            return batch
+        image, mask, key = batch
+        if not self.augment:
+            return image, mask
+        rank = self.trainer.global_rank if getattr(self, "trainer", None) is not None else 0
+        g = batch_generator(self.train_seed, int(key[0, 0]), int(key[0, 1]) // self.batch_size, rank)
+        return joint_flip_affine(image, mask, int(torch.randint(0, 2**62, (1,), generator=g)))
 
     def describe(self) -> dict[str, Any]:
         """Sizes and provenance of the splits, recorded with every result."""
