@@ -143,11 +143,6 @@ class MethodModule(L.LightningModule):
         old, new = self._restored_optim, self.optim_config()
         if old is None or old == new:
             return
-        if old.get("optimizer") != new["optimizer"]:
-            raise ValueError(
-                f"the checkpoint was trained with optim.optimizer={old.get('optimizer')!r}, the config says {new['optimizer']!r}; "
-                "an optimiser's state cannot be carried over to another optimiser. Keep the optimizer or start a new run."
-            )
         changed = {k: (old.get(k), new[k]) for k in OPTIM_KEYS if old.get(k) != new[k]}
         opt = self.optimizers().optimizer if hasattr(self.optimizers(), "optimizer") else self.optimizers()
         sched = self.lr_schedulers()

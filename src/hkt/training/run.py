@@ -77,6 +77,12 @@ def check_checkpoint(module: MethodModule, ckpt: dict[str, Any], path: Path) -> 
             f"{path} does not fit this config: {len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} reshaped "
             f"tensors (e.g. {(missing + unexpected + shapes)[:3]}); pass the config it was trained with"
         )
+    trained_with = ((ckpt.get("hkt") or {}).get("optim") or {}).get("optimizer", module.optimizer)
+    if trained_with != module.optimizer:
+        raise CheckpointConfigMismatchError(
+            f"{path} was trained with optim.optimizer={trained_with!r}, the config says {module.optimizer!r}; an optimiser's "
+            "state cannot be carried over to another optimiser. Keep the optimizer or start a new run"
+        )
     bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointConfigMismatchError(f"{path} holds non-finite values ({', '.join(bad[:3])}); it cannot be used. Restart the run.")
