@@ -64,6 +64,11 @@ def test_search_resumes_after_a_kill_never_tests_while_tuning_and_feeds_the_fina
             assert not any(k.startswith("test_") for k in record), "a tuning run evaluated the test split"
     study, _ = search_mod.open_study(grid, "kd")
     assert len(study.trials) == 2  # the killed trial was resumed with its own parameters, not replaced
+    # a fresh checkout has no study database: it is rebuilt from the committed trial records, nothing reruns
+    (Path(grid["work_dir"]) / "search.db").unlink()
+    before = sorted(p.stat().st_mtime_ns for p in Path(grid["work_dir"], "tune").rglob("result.json"))
+    assert search_mod.tune(grid) == chosen
+    assert sorted(p.stat().st_mtime_ns for p in Path(grid["work_dir"], "tune").rglob("result.json")) == before
 
     monkeypatch.undo()
     run_grid(grid)

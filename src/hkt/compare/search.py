@@ -24,7 +24,8 @@ A parameter is a dotted config path; its spec is ``{low, high[, log][, int]}`` o
 study lives in the storage (one per method), so a search resumes after a crash: a trial left running by a
 dead process is resumed with its own parameters, and each of its runs resumes from its last epoch. Several
 processes (or machines, with a shared RDB URL) can work on one search: runs are locked, and a trial that
-another worker holds is left to it.
+another worker holds is left to it. A study that starts empty (a fresh checkout) is first filled from the committed
+trial records in ``out_dir/search``, so finished trials are never rerun.
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[
         if only and method not in only:
             continue
         study, dists = open_study(grid, method)
+        _restore(study, dists, grid, method)
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a crash, or a worker
             print(f"[hkt compare] tune {method}: resuming trial {frozen.number} {frozen.params}", flush=True)
             try:
@@ -206,6 +208,23 @@ def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[
             study.tell(trial, mean)
             _publish_trial(grid, method, trial.number, trial.params, values, mean)
     return chosen(grid)
+
+
+def _restore(study: Any, dists: dict[str, Any], grid: dict[str, Any], method: str) -> None:
+    """A new study (another machine, a fresh checkout: the database lives in the uncommitted work_dir) starts from
+    the committed trial records, so finished trials are never rerun and trial numbers stay the same."""
+    import optuna
+
+    if study.trials:
+        return
+    for record in trial_records(grid["out_dir"], method):
+        try:
+            study.add_trial(optuna.trial.create_trial(params=record["params"], distributions=dists, value=record["val_mean"]))
+        except ValueError as e:
+            raise ConfigError(
+                f"committed trial {record['trial']} of {method!r} ({record['params']}) does not fit the search space now in the grid "
+                f"({e}); restore the space, or move {Path(grid['out_dir']) / 'search' / method} away to search again"
+            ) from None
 
 
 def chosen(grid: dict[str, Any]) -> dict[str, dict[str, Any]]:
