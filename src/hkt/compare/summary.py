@@ -238,7 +238,7 @@ def _hkt_diagnostics(records: dict[str, dict[int, dict[str, Any]]], order: list[
     found = False
     for m in order:
         last = [r["epochs"][-1] for r in records[m].values() if r.get("epochs")]
-        terms = sorted({k for e in last for k in e if k.startswith("train/") and k != "train/loss"})
+        terms = sorted({k for e in last for k in e if k.startswith("train/") and k not in ("train/loss", "train/lr")})
         gates = sorted({k for e in last for k in e if k.startswith("gate/")})
         if not gates:
             continue
