@@ -106,7 +106,8 @@ def test_unequal_trial_budgets_are_refused(tmp_path):
 
 def test_committed_summaries_rebuild_byte_for_byte(tmp_path):
     for name, config in (("cifar10_cpu", "configs/compare_cifar10_cpu.yaml"), ("fashion_mnist", "configs/compare_fashion_mnist.yaml"), ("lits_cpu", "configs/compare_lits_cpu.yaml"),
-                         ("evidence_v2_fashion_b1", "configs/evidence_v2_fashion_b1.yaml")):
+                         ("evidence_v2_fashion_b1", "configs/evidence_v2_fashion_b1.yaml"),
+                         ("evidence_v2_fashion_b1_diagnosis", "configs/evidence_v2_fashion_b1_diagnosis.yaml")):
         shutil.copytree(ROOT / "benchmarks" / "results" / name, tmp_path / name)
         grid = load_grid(ROOT / config)
         grid["out_dir"] = str(tmp_path / name)
