@@ -110,7 +110,7 @@ def bench_lits(batch: int, batches: int, repeats: int) -> list[dict]:
     (tv_tensors) in the loader vs the new batched kornia path on the device."""
     from torchvision import tv_tensors
 
-    from hkt.data.augment import batch_generator, joint_flip_affine
+    from hkt.data.augment import joint_flip_affine
     from hkt.data.datamodule import EpochSampler
     from hkt.data.segmentation import SegmentationData
 

@@ -11,7 +11,6 @@ step 0 equals ``auto`` but channels of two unrelated networks can be re-aligned 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
