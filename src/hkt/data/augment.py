@@ -17,7 +17,9 @@ mask together) are kornia's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,16 +55,22 @@ def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return x.sub_(mean.to(x.device)[:, None, None]).div_(std.to(x.device)[:, None, None])
 
 
+@functools.lru_cache(maxsize=4)
+def _flip_affine(degrees: float, scale: tuple[float, float]) -> Any:
+    """kornia's joint flip + affine, built once per setting rather than per batch (it holds no state between calls)."""
+    import kornia.augmentation as K
+
+    return K.AugmentationSequential(
+        K.RandomHorizontalFlip(), K.RandomAffine(degrees=degrees, scale=scale, p=1.0), data_keys=["input", "mask"]
+    )
+
+
 def joint_flip_affine(images: Tensor, masks: Tensor, generator_seed: int, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1)) -> tuple[Tensor, Tensor]:
     """Segmentation: the same random horizontal flip, rotation (±``degrees``) and scale per sample for image
     (bilinear) and mask (nearest: no new labels), with kornia's batched ``AugmentationSequential``, on the batch's
     device. kornia draws from the global RNG, so the draw is isolated in ``fork_rng`` and seeded by
     ``generator_seed`` (from ``batch_generator``). ``images`` ``(B, C, H, W)`` float, ``masks`` ``(B, H, W)`` int."""
-    import kornia.augmentation as K
-
-    augment = K.AugmentationSequential(
-        K.RandomHorizontalFlip(), K.RandomAffine(degrees=degrees, scale=scale, p=1.0), data_keys=["input", "mask"]
-    )
+    augment = _flip_affine(degrees, tuple(scale))
     devices = [images.device] if images.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(generator_seed)

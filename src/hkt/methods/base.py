@@ -88,6 +88,11 @@ def standardize(logits: Tensor) -> Tensor:
     return (logits - logits.mean(1, keepdim=True)) / (1e-7 + logits.std(1, keepdim=True))
 
 
+def standardized(enabled: bool, *logits: Tensor) -> tuple[Tensor, ...]:
+    """``logits`` z-scored by ``standardize`` when ``enabled`` (the ``logit_standardize`` option), else as given."""
+    return tuple(standardize(z) for z in logits) if enabled else logits
+
+
 def as_rows(logits: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """Dense logits ``(B, K, H, W)`` as ``(B*H*W, K)`` rows (and targets ``(B, H, W)`` as ``(B*H*W,)``), so a
     per-sample logit loss applies per pixel; ``(B, K)`` unchanged."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.methods.base import WARMUP_UNITS, Method, TaskLoss, as_rows, standardize, warmup_factor
+from hkt.methods.base import WARMUP_UNITS, Method, TaskLoss, as_rows, standardized, warmup_factor
 
 
 def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 2.0, temperature: float = 4.0) -> Tensor:
@@ -61,7 +61,7 @@ class DKD(Method):
         with torch.no_grad():
             teacher = self.parent(x)
         out = self.child(x)
-        s, t = (standardize(out), standardize(teacher)) if self.logit_standardize else (out, teacher)
+        s, t = standardized(self.logit_standardize, out, teacher)
         (s, target), (t, _) = as_rows(s, y), as_rows(t)
         return out, {
             "task": self.task_weight * self.task_loss(out, y),

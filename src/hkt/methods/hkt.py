@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from hkt.core.gene import parse_genes
 from hkt.core.inheritance import Inheritance
-from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, standardize
+from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, standardized
 
 LAM_SCHEDULES = ("constant", "linear", "cosine")
 
@@ -90,7 +90,7 @@ class HKT(Method):
         if self.w_parent > 0:
             losses["parent"] = self.w_parent * self.task_loss(r.parent_on_mix, y)
         if self.kd_weight > 0:
-            s, t = (standardize(r.child), standardize(r.parent)) if self.logit_standardize else (r.child, r.parent)
+            s, t = standardized(self.logit_standardize, r.child, r.parent)
             losses["kd"] = self.kd_weight * self.distill_loss(s, t, self.temperature)
         return (r.child if r.child is not None else r.inherited), losses
 

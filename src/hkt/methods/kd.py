@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, standardize
+from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, standardized
 
 
 class KD(Method):
@@ -40,7 +40,7 @@ class KD(Method):
         with torch.no_grad():
             teacher = self.parent(x)
         out = self.child(x)
-        s, t = (standardize(out), standardize(teacher)) if self.logit_standardize else (out, teacher)
+        s, t = standardized(self.logit_standardize, out, teacher)
         return out, {
             "task": self.task_weight * self.task_loss(out, y),
             "kd": self.kd_weight * self.distill_loss(s, t, self.temperature),

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hkt.core.extract import extracting
+from hkt.core.extract import dry_run
 from hkt.methods.base import Method
 
 
@@ -34,18 +34,12 @@ def channels_last(method: Method, example: Any) -> None:
     if not isinstance(example, Tensor) or example.dim() != 4:
         shape = tuple(example.shape) if isinstance(example, Tensor) else type(example).__name__
         raise FastPathError(f"channels_last: true needs 4-D (B, C, H, W) inputs; this task's inputs are {shape}. Set channels_last: false")
-    for role, net in (("child", method.child), ("parent", method.parent)):
-        paths = [getattr(g, role) for g in method.genes]
-        if net is None or not paths:
-            continue
-        was = net.training
-        net.eval()
-        with torch.no_grad(), extracting(net, paths, role) as feats:
-            net(example[:2])
-        net.train(was)
-        bad = {p: tuple(t.shape) for p, t in feats.items() if isinstance(t, Tensor) and t.dim() not in (2, 4)}
-        if bad:
-            raise FastPathError(f"channels_last: true needs vector or 4-D activations at every gene; {role} genes give {bad}. Set channels_last: false")
+    if method.genes:  # the gene activations, from the dry run every feature method already uses
+        run = dry_run(method.parent, method.child, method.genes, example[:2])
+        for role, feats in (("child", run.child), ("parent", run.parent)):
+            bad = {p: tuple(t.shape) for p, t in feats.items() if isinstance(t, Tensor) and t.dim() not in (2, 4)}
+            if bad:
+                raise FastPathError(f"channels_last: true needs vector or 4-D activations at every gene; {role} genes give {bad}. Set channels_last: false")
     method.to(memory_format=torch.channels_last)
 
 

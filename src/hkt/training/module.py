@@ -113,13 +113,19 @@ class MethodModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.method.on_train_step(self.global_step, self._total_steps, self.current_epoch)
 
+    def on_train_start(self) -> None:
+        self._apply_changed_optim()
+        # what the finiteness guard watches, listed once: after the move to the device, updated in place by training
+        named = [(n, t) for n, t in self.method.named_parameters() if not n.startswith("parent.")]
+        named += [(n, t) for n, t in self.method.named_buffers() if not n.startswith("parent.") and t.is_floating_point()]
+        self._watched = [(n, t.detach()) for n, t in named]
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """After the optimiser step: a weight or buffer (BatchNorm running statistics) that went non-finite with a
         finite loss would otherwise be saved as the "good" checkpoint."""
-        named = [(n, t) for n, t in self.method.named_parameters() if not n.startswith("parent.")]
-        named += [(n, t) for n, t in self.method.named_buffers() if not n.startswith("parent.") and t.is_floating_point()]
+        named = self._watched
         # one fused pass: the norm of a tensor holding NaN or inf is not finite
-        finite = torch.stack(torch._foreach_norm([t.detach() for _, t in named])).isfinite().all()
+        finite = torch.stack(torch._foreach_norm([t for _, t in named])).isfinite().all()
         if not bool(finite):
             bad = [n for n, t in named if not torch.isfinite(t).all()]
             raise NonFiniteLossError(
@@ -137,7 +143,7 @@ class MethodModule(L.LightningModule):
     def optim_config(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in OPTIM_KEYS)}
 
-    def on_train_start(self) -> None:
+    def _apply_changed_optim(self) -> None:
         """On resume, the restored optimiser and schedule carry the old settings; the config given now wins (that
         is how a diverged run is resumed with a lower lr)."""
         old, new = self._restored_optim, self.optim_config()
