@@ -62,6 +62,7 @@ def test_search_resumes_after_a_kill_never_tests_while_tuning_and_feeds_the_fina
         for t in trials:
             record = json.loads((Path(grid["work_dir"]) / "tune" / method / f"trial{t['trial']}" / "seed7" / "result.json").read_text())
             assert not any(k.startswith("test_") for k in record), "a tuning run evaluated the test split"
+            assert t["fit_wall_s"] == record["fit_wall_s"] > 0  # the trial's cost is kept with its result
     study, _ = search_mod.open_study(grid, "kd")
     assert len(study.trials) == 2  # the killed trial was resumed with its own parameters, not replaced
     # a fresh checkout has no study database: it is rebuilt from the committed trial records, nothing reruns

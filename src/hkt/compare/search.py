@@ -165,20 +165,24 @@ def open_study(grid: dict[str, Any], method: str) -> Any:
     return optuna.create_study(storage=storage, sampler=sampler, study_name=name, direction=direction, load_if_exists=True), dists
 
 
-def _objective(grid: dict[str, Any], method: str, number: int, params: dict[str, Any]) -> tuple[float, dict[int, float]]:
-    """Mean validation metric of ``params`` over the tuning seeds; the test split is never evaluated."""
+def _objective(grid: dict[str, Any], method: str, number: int, params: dict[str, Any]) -> tuple[float, dict[int, float], float]:
+    """Mean validation metric of ``params`` over the tuning seeds, the values per seed and the summed training
+    wall time (s); the test split is never evaluated."""
     from hkt.training.run import fit_or_resume
 
     val_key = f"{grid['metric']['val'].replace('/', '_')}_best"
-    values = {}
+    values, wall = {}, 0.0
     for seed in grid["search"]["tuning_seeds"]:
         record = fit_or_resume(_config(grid, method, seed, params, trial=number), evaluate_test=False)
         values[seed] = float(record[val_key])
-    return sum(values.values()) / len(values), values
+        wall += float(record["fit_wall_s"])
+    return sum(values.values()) / len(values), values, wall
 
 
-def _publish_trial(grid: dict[str, Any], method: str, number: int, params: dict[str, Any], values: dict[int, float], mean: float) -> None:
-    record = {"method": method, "trial": number, "params": params, "val_by_seed": {str(k): v for k, v in values.items()}, "val_mean": mean}
+def _publish_trial(grid: dict[str, Any], method: str, number: int, params: dict[str, Any], values: dict[int, float], mean: float,
+                   wall: float) -> None:
+    record = {"method": method, "trial": number, "params": params, "val_by_seed": {str(k): v for k, v in values.items()},
+              "val_mean": mean, "fit_wall_s": wall}
     write_atomic(Path(grid["out_dir"]) / "search" / method / f"trial{number}.json", json.dumps(record, indent=1))
 
 
@@ -196,17 +200,17 @@ def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a crash, or a worker
             print(f"[hkt compare] tune {method}: resuming trial {frozen.number} {frozen.params}", flush=True)
             try:
-                mean, values = _objective(grid, method, frozen.number, frozen.params)
+                mean, values, wall = _objective(grid, method, frozen.number, frozen.params)
             except RunLockedError:
                 continue  # another worker is on it
             study.tell(frozen.number, mean, skip_if_finished=True)
-            _publish_trial(grid, method, frozen.number, frozen.params, values, mean)
+            _publish_trial(grid, method, frozen.number, frozen.params, values, mean, wall)
         while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))) < trials:
             trial = study.ask(dists)
             print(f"[hkt compare] tune {method}: trial {trial.number} {trial.params}", flush=True)
-            mean, values = _objective(grid, method, trial.number, trial.params)
+            mean, values, wall = _objective(grid, method, trial.number, trial.params)
             study.tell(trial, mean)
-            _publish_trial(grid, method, trial.number, trial.params, values, mean)
+            _publish_trial(grid, method, trial.number, trial.params, values, mean, wall)
     return chosen(grid)
 
 
