@@ -1,0 +1,81 @@
+"""Wall time of each step of comparison grids (prepare, tuning, final runs), summed from their committed records.
+
+    python benchmarks/grid_cost.py benchmarks/results/evidence_v2_fashion_b1 benchmarks/results/evidence_v2_fashion_b2 \\
+        --out benchmarks/results/evidence_v2_cost
+
+Only training time is counted (each record's ``fit_wall_s``: the fit, its validation and checkpointing), not process
+start-up, data decoding or the final test pass. Trial records written before trials kept their wall time count as
+"not kept". Writes ``cost.md`` and ``cost.json`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def grid_cost(out_dir: Path) -> dict[str, Any]:
+    """``{"prepare": {name: s}, "methods": {method: {"trials", "trial_s" (None when not kept), "runs", "run_s",
+    "run_mean_s"}}}`` for the grid whose results live in ``out_dir``."""
+    prepare = {p.stem: json.loads(p.read_text())["fit_wall_s"] for p in sorted(out_dir.glob("prepare/*.json"))}
+    methods: dict[str, Any] = {}
+    for d in sorted(p for p in (out_dir / "runs").iterdir() if p.is_dir()):
+        runs = [json.loads(p.read_text())["fit_wall_s"] for p in sorted(d.glob("seed*.json"))]
+        trials = [json.loads(p.read_text()) for p in sorted((out_dir / "search" / d.name).glob("trial*.json"))]
+        kept = [t["fit_wall_s"] for t in trials if "fit_wall_s" in t]
+        methods[d.name] = {
+            "trials": len(trials),
+            "trial_s": sum(kept) if trials and len(kept) == len(trials) else None,
+            "runs": len(runs),
+            "run_s": sum(runs),
+            "run_mean_s": statistics.mean(runs) if runs else None,
+        }
+    return {"prepare": prepare, "methods": methods}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("grids", nargs="+", type=Path, help="grid out_dirs (benchmarks/results/<grid>)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    for g in args.grids:
+        if not (g / "runs").is_dir():
+            parser.error(f"{g} has no runs/ folder: pass a grid's out_dir (benchmarks/results/<grid>) after it has run")
+
+    costs = {g.name: grid_cost(g) for g in args.grids}
+    lines = [
+        "# Wall time per step of the comparison grids (2 CPU cores, training only)",
+        "",
+        f"`python benchmarks/grid_cost.py {' '.join(str(g) for g in args.grids)} --out {args.out}`; sums of the committed "
+        "records' `fit_wall_s` (fit, validation and checkpoints; not start-up, decoding or the final test pass).",
+    ]
+    for name, c in costs.items():
+        prep = ", ".join(f"{k} {v:,.0f} s" for k, v in c["prepare"].items()) or "none in this grid (reuses another grid's)"
+        tuned = [m["trial_s"] for m in c["methods"].values() if m["trials"]]
+        tuning = (f"{sum(tuned):,.0f} s" if tuned and None not in tuned else "not kept (trials recorded before wall times were)")
+        final = sum(m["run_s"] for m in c["methods"].values())
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            f"Prepare: {prep}. Tuning: {tuning}. Final runs: {final:,.0f} s.",
+            "",
+            "| method | trials | tuning (s) | final runs | final (s) | per final run (s) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m, v in c["methods"].items():
+            t = "–" if v["trial_s"] is None else f"{v['trial_s']:,.0f}"
+            mean = "–" if v["run_mean_s"] is None else f"{v['run_mean_s']:.0f}"
+            lines.append(f"| {m} | {v['trials']} | {t} | {v['runs']} | {v['run_s']:,.0f} | {mean} |")
+    from hkt.io import write_atomic
+
+    write_atomic(args.out / "cost.md", "\n".join(lines) + "\n")
+    write_atomic(args.out / "cost.json", json.dumps(costs, indent=1) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
