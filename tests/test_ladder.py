@@ -46,6 +46,7 @@ def test_bad_panel_spec_is_a_clear_error(capsys):
 def test_committed_ladders_rebuild_byte_for_byte(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # sources are recorded relative to the repository root
     committed = sorted((ROOT / "benchmarks" / "results").glob("*/ladder.json"))
+    assert committed, "evidence v2's ladder (benchmarks/results/evidence_v2_ladder) is committed"
     for path in committed:
         sources = json.loads(path.read_text())["sources"]
         out = tmp_path / path.parent.name

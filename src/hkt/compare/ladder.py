@@ -67,7 +67,8 @@ def ladder(panels: dict[str, list[str]], out: str | Path, key: str = "test_acc")
                     d = row.get(f"vs_{ref}")
                     cells.append("–" if d is None else f"{_diff(d, scale, digits)[0]}, Holm p {_p(d['p_holm'])}")
                 lines.append(f"| {m} | {r['budget']:,} | {r['grid']} | {_ms(row['test'], scale, digits)} | " + " | ".join(cells) + " |")
-    lines += ["", "Plot: `ladder.png` (error bars = ± std over seeds; methods absent from a budget have no point there)."]
+    lines += ["", "Plot: `ladder.png`, methods run at more than one budget: test metric (error bars ± std over seeds) and "
+              "the paired difference vs `ce` (error bars: 95% CI)."]
     out = Path(out)
     write_atomic(out / "ladder.md", "\n".join(lines) + "\n")
     summary = {
@@ -82,27 +83,40 @@ def ladder(panels: dict[str, list[str]], out: str | Path, key: str = "test_acc")
 
 
 def _plot(data: dict[str, list[dict[str, Any]]], path: Path, ylabel: str, scale: float) -> None:
+    """Top: mean ± std over seeds; bottom: paired difference vs ``ce`` with its 95% CI. Only methods run at more
+    than one budget are drawn (the others are in ladder.md), so the axes show the differences that matter."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.6), dpi=100, squeeze=False)
-    for ax, (title, rungs) in zip(axes[0], data.items()):
-        methods = list(dict.fromkeys(m for r in rungs for m in r["rows"]))
+    fig, axes = plt.subplots(2, len(data), figsize=(4.4 * len(data), 6.0), dpi=100, squeeze=False, sharex="col")
+    for col, (title, rungs) in enumerate(data.items()):
+        methods = [m for m in dict.fromkeys(m for r in rungs for m in r["rows"]) if sum(m in r["rows"] for r in rungs) > 1]
+        top, bottom = axes[0][col], axes[1][col]
         for i, m in enumerate(methods):
-            pts = [(r["budget"], r["rows"][m]["test"]) for r in rungs if m in r["rows"]]
-            x = [b * (1 + 0.015 * (i - len(methods) / 2)) for b, _ in pts]  # dodge so error bars stay readable
-            y = [statistics.mean(v) * scale for _, v in pts]
-            e = [statistics.stdev(v) * scale if len(v) > 1 else 0.0 for _, v in pts]
-            ax.errorbar(x, y, yerr=e, marker="o", markersize=3, capsize=2, linewidth=1, label=m)
-        ax.set_xscale("log")
-        ax.set_xticks([r["budget"] for r in rungs], [f"{r['budget'] // 1000}k" for r in rungs])
-        ax.minorticks_off()
-        ax.set_xlabel("training images seen")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=6)
+            pts = [(r["budget"], r["rows"][m]) for r in rungs if m in r["rows"]]
+            x = [b * (1 + 0.02 * (i - len(methods) / 2)) for b, _ in pts]  # dodge so error bars stay readable
+            y = [statistics.mean(row["test"]) * scale for _, row in pts]
+            e = [statistics.stdev(row["test"]) * scale if len(row["test"]) > 1 else 0.0 for _, row in pts]
+            style = {"marker": "o", "markersize": 3, "capsize": 2, "linewidth": 1, "label": m, "color": f"C{i}"}
+            top.errorbar(x, y, yerr=e, **style)
+            diffs = [(xi, row["vs_ce"]) for xi, (_, row) in zip(x, pts) if row.get("vs_ce")]
+            if diffs:
+                d = [v["mean_diff"] * scale for _, v in diffs]
+                lo = [v["mean_diff"] * scale - v["ci95"][0] * scale for _, v in diffs]
+                hi = [v["ci95"][1] * scale - v["mean_diff"] * scale for _, v in diffs]
+                bottom.errorbar([xi for xi, _ in diffs], d, yerr=[lo, hi], **style)
+        bottom.axhline(0.0, color="0.5", linewidth=0.8)
+        top.set_title(title, fontsize=9)
+        top.set_ylabel(f"{ylabel}, mean ± std")
+        bottom.set_ylabel("vs ce: paired diff, 95% CI")
+        top.legend(fontsize=6)
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.set_xticks([r["budget"] for r in rungs], [f"{r['budget'] // 1000}k" for r in rungs])
+            ax.minorticks_off()
+        bottom.set_xlabel("training images seen")
     fig.tight_layout()
     savefig(fig, path)
     plt.close(fig)
