@@ -1,0 +1,44 @@
+"""The README's evidence tables equal the committed summaries they cite: every table under a
+``<!-- table from <summary.md> -->`` marker is rebuilt from that grid's summary.json, cell by cell."""
+
+import json
+import re
+from pathlib import Path
+
+from hkt.compare.summary import _diff, _ms, _p
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cited_tables(text):
+    """``[(summary path, [table rows as cell lists])]`` for every marked table."""
+    out = []
+    for m in re.finditer(r"<!-- table from (\S+) -->\n((?:\|.*\n)+)", text):
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in m.group(2).splitlines()[2:]]
+        out.append((m.group(1), rows))
+    return out
+
+
+def expected_cells(row):
+    vs = []
+    for ref in ("ce", "kd", "dkd"):
+        d = row.get(f"vs_{ref}")
+        if d is None:
+            vs.append("–")
+        elif ref == "ce":
+            vs.append(f"{_diff(d, 100.0, 2)[0]}, {_p(d['p_holm'])}")
+        else:
+            vs.append(f"{d['mean_diff'] * 100:+.2f}, {_p(d['p_holm'])}")
+    return [_ms(row["test"], 100.0, 2), *vs]
+
+
+def test_readme_tables_equal_their_summaries():
+    tables = cited_tables((ROOT / "README.md").read_text())
+    assert len(tables) >= 2  # evidence v2 Fashion-MNIST budgets 1 and 2
+    for source, rows in tables:
+        summary = json.loads((ROOT / source).with_name("summary.json").read_text())
+        by_method = {r["method"]: r for r in summary["by_metric"]["test_acc"]["rows"]}
+        assert {re.search(r"`(\w+)`", r[0]).group(1) for r in rows} == set(by_method), source
+        for cells in rows:
+            method = re.search(r"`(\w+)`", cells[0]).group(1)
+            assert cells[1:] == expected_cells(by_method[method]), f"{source}: {method}"
