@@ -53,3 +53,9 @@ def test_committed_ladders_rebuild_byte_for_byte(tmp_path, monkeypatch):
         ladder(sources, out)
         for f in ("ladder.md", "ladder.json", "ladder.png"):
             assert (out / f).read_bytes() == (path.parent / f).read_bytes(), f"{path.parent.name}/{f}"
+
+
+def test_a_grid_not_run_yet_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([f"fashion_mnist={tmp_path / 'nope'}", "--out", str(tmp_path / "out")])
+    assert "summary.json is missing: run (or --summarize-only) that grid's hkt compare first" in capsys.readouterr().err

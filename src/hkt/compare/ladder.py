@@ -37,7 +37,10 @@ def rung(out_dir: str | Path, key: str) -> dict[str, Any]:
     path = Path(out_dir, "summary.json")
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run (or --summarize-only) that grid's hkt compare first")
-    rows = json.loads(path.read_text())["by_metric"][key]["rows"]
+    by_metric = json.loads(path.read_text())["by_metric"]
+    if key not in by_metric:
+        raise ValueError(f"{path} has no metric {key!r} (it has {sorted(by_metric)}); pass --metric with one of them")
+    rows = by_metric[key]["rows"]
     return {"grid": Path(out_dir).name, "budget": budget(out_dir), "rows": {r["method"]: r for r in rows}}
 
 
@@ -134,7 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or not dirs:
             parser.error(f"{spec!r}: expected TITLE=DIR[,DIR...], e.g. fashion_mnist=benchmarks/results/evidence_v2_fashion_b1")
         panels[title] = dirs.split(",")
-    ladder(panels, args.out, args.metric)
+    try:
+        ladder(panels, args.out, args.metric)
+    except (FileNotFoundError, ValueError) as e:  # a grid not run yet, mixed budgets, a metric the grid lacks
+        parser.error(str(e))
 
 
 if __name__ == "__main__":
