@@ -133,6 +133,7 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     if any(r.get("migrated_from") for m in order for r in records[m].values()):
         lines += ["", "These per-run records were reconstructed from an earlier summary that kept per-seed values only "
                   "(`migrated_from` in each record): tables and tests rebuild from them, per-epoch curves and gates do not."]
+    lines += _prepare_section(grid, out, keys)
     search = _search_section(grid, out, order)
     lines += search["lines"]
     by_metric = {}
@@ -169,6 +170,31 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     _plots(records, order, grid, out)
     return summary
+
+
+def _prepare_section(grid: dict[str, Any], out: Path, keys: list[str]) -> list[str]:
+    """The starting points (``out_dir/prepare/<name>.json``): validation metric per epoch, so a reader can see
+    whether parent and base had plateaued before any method started from them."""
+    paths = sorted(Path(out, "prepare").glob("*.json"))
+    records = [(p.stem, json.loads(p.read_text())) for p in paths]
+    records = [(name, r) for name, r in records if r.get("epochs")]
+    if not records:
+        return []
+    val = grid["metric"]["val"]
+    vscale, vunit = _scale(val)
+    lines = ["", "## Starting points (prepare runs)", "",
+             f"| run | child | train images x epochs | {val}{vunit} per epoch | best epoch | "
+             + " | ".join(f"{k}{_scale(k)[1]}" for k in keys) + " | wall (s) |",
+             "|---|---|---|---|---|" + "---|" * len(keys) + "---|"]
+    for name, r in records:
+        child = r["config"]["child"]
+        arch = child["arch"] + (f" (width {child['width']})" if child.get("width") else "")
+        digits = 2 if vscale == 100.0 else 3
+        curve = " → ".join(f"{e[val] * vscale:.{digits}f}" for e in r["epochs"] if val in e)
+        tests = " | ".join("–" if r.get(k) is None else f"{r[k] * _scale(k)[0]:.{2 if _scale(k)[0] == 100.0 else 3}f}" for k in keys)
+        lines.append(f"| {name} | {arch} | {r['data']['sizes']['train']:,} x {len(r['epochs'])} | {curve} | "
+                     f"{r['best_epoch'] + 1} | {tests} | {r['fit_wall_s']:,.0f} |")
+    return lines
 
 
 def _search_section(grid: dict[str, Any], out: Path, order: list[str]) -> dict[str, Any]:
