@@ -45,8 +45,9 @@ def rung(out_dir: str | Path, key: str) -> dict[str, Any]:
 
 
 def ladder(panels: dict[str, list[str]], out: str | Path, key: str = "test_acc") -> dict[str, Any]:
-    """Write ``ladder.md``, ``ladder.json`` and ``ladder.png`` (test metric vs budget, mean ± std over seeds,
-    one panel per dataset) into ``out``; ``panels`` maps a panel title to its grids' ``out_dir``s."""
+    """Write ``ladder.md``, ``ladder.json`` and ``ladder.png`` (per dataset column: test metric vs budget, mean ±
+    std over seeds, and the paired difference vs ``ce`` with its 95% CI) into ``out``; ``panels`` maps a panel
+    title to its grids' ``out_dir``s. Returns what ``ladder.json`` holds."""
     scale, unit = _scale(key)
     digits = 2 if scale == 100.0 else 3
     data = {title: sorted((rung(d, key) for d in dirs), key=lambda r: r["budget"]) for title, dirs in panels.items()}
