@@ -19,19 +19,22 @@ from typing import Any
 
 def grid_cost(out_dir: Path) -> dict[str, Any]:
     """``{"prepare": {name: s}, "methods": {method: {"trials", "trial_s" (None when not kept), "runs", "run_s",
-    "run_mean_s"}}}`` for the grid whose results live in ``out_dir``."""
+    "run_mean_s"}}}`` over the methods with final-run records for the grid whose results live in ``out_dir``."""
+    from hkt.compare.search import trial_records
+    from hkt.compare.summary import load_records
+
     prepare = {p.stem: json.loads(p.read_text())["fit_wall_s"] for p in sorted(out_dir.glob("prepare/*.json"))}
     methods: dict[str, Any] = {}
-    for d in sorted(p for p in (out_dir / "runs").iterdir() if p.is_dir()):
-        runs = [json.loads(p.read_text())["fit_wall_s"] for p in sorted(d.glob("seed*.json"))]
-        trials = [json.loads(p.read_text()) for p in sorted((out_dir / "search" / d.name).glob("trial*.json"))]
+    for method, records in sorted(load_records(out_dir).items()):
+        runs = [records[s]["fit_wall_s"] for s in sorted(records)]
+        trials = trial_records(out_dir, method)
         kept = [t["fit_wall_s"] for t in trials if "fit_wall_s" in t]
-        methods[d.name] = {
+        methods[method] = {
             "trials": len(trials),
             "trial_s": sum(kept) if trials and len(kept) == len(trials) else None,
             "runs": len(runs),
             "run_s": sum(runs),
-            "run_mean_s": statistics.mean(runs) if runs else None,
+            "run_mean_s": statistics.mean(runs),
         }
     return {"prepare": prepare, "methods": methods}
 
@@ -68,8 +71,7 @@ def main() -> None:
         ]
         for m, v in c["methods"].items():
             t = "–" if v["trial_s"] is None else f"{v['trial_s']:,.0f}"
-            mean = "–" if v["run_mean_s"] is None else f"{v['run_mean_s']:.0f}"
-            lines.append(f"| {m} | {v['trials']} | {t} | {v['runs']} | {v['run_s']:,.0f} | {mean} |")
+            lines.append(f"| {m} | {v['trials']} | {t} | {v['runs']} | {v['run_s']:,.0f} | {v['run_mean_s']:.0f} |")
     from hkt.io import write_atomic
 
     write_atomic(args.out / "cost.md", "\n".join(lines) + "\n")
