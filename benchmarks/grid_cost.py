@@ -39,11 +39,11 @@ def grid_cost(out_dir: Path) -> dict[str, Any]:
     return {"prepare": prepare, "methods": methods}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("grids", nargs="+", type=Path, help="grid out_dirs (benchmarks/results/<grid>)")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for g in args.grids:
         if not (g / "runs").is_dir():
             parser.error(f"{g} has no runs/ folder: pass a grid's out_dir (benchmarks/results/<grid>) after it has run")

@@ -1,0 +1,38 @@
+"""The committed wall-time table (benchmarks/results/evidence_v2_cost) is rebuilt from the committed records by the
+command written at its top, byte for byte: its numbers are sums of records, never typed in."""
+
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COST = ROOT / "benchmarks" / "results" / "evidence_v2_cost"
+
+
+def _grid_cost():
+    spec = importlib.util.spec_from_file_location("grid_cost", ROOT / "benchmarks" / "grid_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_cost_table_rebuilds_byte_for_byte(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the command names grids relative to the repository root
+    command = re.search(r"`python benchmarks/grid_cost\.py ([^`]+)`", (COST / "cost.md").read_text()).group(1)
+    argv = shlex.split(command)
+    out = argv.index("--out")
+    argv[out + 1] = str(tmp_path)
+    _grid_cost().main(argv)
+    for f in ("cost.json",):
+        assert (tmp_path / f).read_bytes() == (COST / f).read_bytes()
+    # cost.md names its --out; everything after that line is the table
+    assert (tmp_path / "cost.md").read_text().split("\n", 3)[3] == (COST / "cost.md").read_text().split("\n", 3)[3]
+
+
+def test_a_grid_not_run_yet_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _grid_cost().main([str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert "has no runs/ folder" in capsys.readouterr().err
