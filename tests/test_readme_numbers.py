@@ -42,3 +42,23 @@ def test_readme_tables_equal_their_summaries():
         for cells in rows:
             method = re.search(r"`(\w+)`", cells[0]).group(1)
             assert cells[1:] == expected_cells(by_method[method]), f"{source}: {method}"
+
+
+def test_headline_verdict_matches_the_adjusted_statistics():
+    """The bold evidence-v2 headline says which HKT variants beat tuned ce, kd or dkd (Holm p < 0.05) in the grids
+    the README cites; it must agree with those grids' summaries: no win claimed over ce or kd unless one exists, and
+    every win named with its rival."""
+    text = (ROOT / "README.md").read_text()
+    headline = " ".join(re.search(r"\*\*Evidence v2: (.*?)\*\*", text, re.S).group(1).split())
+    wins = []
+    for source, _ in cited_tables(text):
+        summary = json.loads((ROOT / source).with_name("summary.json").read_text())
+        for row in summary["by_metric"]["test_acc"]["rows"]:
+            for ref in ("ce", "kd", "dkd"):
+                d = row.get(f"vs_{ref}")
+                if row["method"].startswith("hkt") and d and d["p_holm"] < 0.05 and d["mean_diff"] > 0:
+                    wins.append((row["method"], ref))
+    if "no HKT variant beats tuned `ce` or `kd`" in headline:
+        assert not [w for w in wins if w[1] in ("ce", "kd")], f"the headline denies wins over ce/kd that exist: {wins}"
+    for method, ref in wins:
+        assert f"`{method}`" in headline and f"`{ref}`" in headline, f"the headline must name {method} beating {ref}"
