@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-from hkt.compare.summary import _diff, _ms, _p
+from hkt.compare.summary import REFERENCES, _diff, _ms, _p
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,9 +19,14 @@ def cited_tables(text):
     return out
 
 
+def summary_rows(source):
+    """The test-accuracy rows of the summary.json beside a cited ``summary.md``."""
+    return json.loads((ROOT / source).with_name("summary.json").read_text())["by_metric"]["test_acc"]["rows"]
+
+
 def expected_cells(row):
     vs = []
-    for ref in ("ce", "kd", "dkd"):
+    for ref in REFERENCES:
         d = row.get(f"vs_{ref}")
         if d is None:
             vs.append("–")
@@ -36,8 +41,7 @@ def test_readme_tables_equal_their_summaries():
     tables = cited_tables((ROOT / "README.md").read_text())
     assert len(tables) >= 2  # evidence v2 Fashion-MNIST budgets 1 and 2
     for source, rows in tables:
-        summary = json.loads((ROOT / source).with_name("summary.json").read_text())
-        by_method = {r["method"]: r for r in summary["by_metric"]["test_acc"]["rows"]}
+        by_method = {r["method"]: r for r in summary_rows(source)}
         assert {re.search(r"`(\w+)`", r[0]).group(1) for r in rows} == set(by_method), source
         for cells in rows:
             method = re.search(r"`(\w+)`", cells[0]).group(1)
@@ -52,9 +56,8 @@ def test_headline_verdict_matches_the_adjusted_statistics():
     headline = " ".join(re.search(r"\*\*Evidence v2: (.*?)\*\*", text, re.S).group(1).split())
     wins = []
     for source, _ in cited_tables(text):
-        summary = json.loads((ROOT / source).with_name("summary.json").read_text())
-        for row in summary["by_metric"]["test_acc"]["rows"]:
-            for ref in ("ce", "kd", "dkd"):
+        for row in summary_rows(source):
+            for ref in REFERENCES:
                 d = row.get(f"vs_{ref}")
                 if row["method"].startswith("hkt") and d and d["p_holm"] < 0.05 and d["mean_diff"] > 0:
                     wins.append((row["method"], ref))
