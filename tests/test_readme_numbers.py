@@ -39,7 +39,7 @@ def expected_cells(row):
 
 def test_readme_tables_equal_their_summaries():
     tables = cited_tables((ROOT / "README.md").read_text())
-    assert len(tables) >= 2  # evidence v2 Fashion-MNIST budgets 1 and 2
+    assert len(tables) >= 2  # evidence v2: Fashion-MNIST and CIFAR-10, budgets 1 and 2 each
     for source, rows in tables:
         by_method = {r["method"]: r for r in summary_rows(source)}
         assert {re.search(r"`(\w+)`", r[0]).group(1) for r in rows} == set(by_method), source
