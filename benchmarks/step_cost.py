@@ -2,10 +2,12 @@
 
     python benchmarks/step_cost.py [--steps 30] [--batch 128] [--out benchmarks/results/step_cost]
 
-ResNet-56 parent -> ResNet-20 child, CIFAR-sized random input (cost does not depend on pixel values),
-SGD step included. Each method runs in its own process so that peak memory (peak RSS growth during the
-steps, over the RSS after building) is not polluted by the others. Also times inference of the exported
-HKT child against a plain ResNet-20. Writes ``<out>.json`` and ``<out>.md``.
+Three pairs, CIFAR-sized random input (cost does not depend on pixel values), optimiser step included:
+ResNet-56 parent -> ResNet-20 child (every method); ResNet-56 parent -> the ViT child of
+``configs/compare_vit_child_cpu.yaml`` (CNN-stage -> ViT-block genes); a ViT (dim 192) parent -> a ViT (dim 96)
+child with one block gene. Each row runs in its own process so that peak memory (peak RSS growth during the
+steps, over the RSS after building) is not polluted by the others; "vs kd" compares with KD on the same pair.
+Also times inference of the exported HKT child against a plain ResNet-20. Writes ``<out>.json`` and ``<out>.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,22 @@ from pathlib import Path
 
 import torch
 from _timing import median_step, rss_mb, training_step
+
+VIT = {"arch": "timm:vit_tiny_patch16_224", "options": {"img_size": 32, "patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3}}
+VIT_PARENT = {"arch": "timm:vit_tiny_patch16_224", "options": {"img_size": 32, "patch_size": 4, "embed_dim": 192, "depth": 6, "num_heads": 3}}
+PAIRS = {  # name: (parent, child, {row label: method options})
+    "ResNet-56 -> ResNet-20": ({"arch": "resnet56"}, {"arch": "resnet20"}, None),  # METHODS below
+    "ResNet-56 -> ViT (patch 4, dim 96, depth 4)": ({"arch": "resnet56"}, VIT, {
+        "ce": {"name": "ce"},
+        "kd": {"name": "kd"},
+        "hkt (one block gene: layer3 -> blocks.3)": {"name": "hkt", "genes": ["layer3:blocks.3"]},
+        "hkt (two block genes: layer2 -> blocks.1, layer3 -> blocks.3)": {"name": "hkt", "genes": ["layer2:blocks.1", "layer3:blocks.3"]},
+    }),
+    "ViT (dim 192, depth 6) -> ViT (dim 96, depth 4)": (VIT_PARENT, VIT, {
+        "kd": {"name": "kd"},
+        "hkt (one block gene: blocks.5 -> blocks.3)": {"name": "hkt", "genes": ["blocks.5:blocks.3"]},
+    }),
+}
 
 METHODS = {
     "ce": {"name": "ce"},
@@ -37,22 +55,30 @@ METHODS = {
 }
 
 
-def measure(label: str, steps: int, batch: int) -> dict:
+def rows_of(pair: str) -> dict:
+    return PAIRS[pair][2] or METHODS
+
+
+def measure(pair: str, label: str, steps: int, batch: int) -> dict:
     from hkt.methods import build_method
     from hkt.models import build_model
 
     torch.manual_seed(0)
-    parent, child = build_model("resnet56").eval(), build_model("resnet20")
+    parent_spec, child_spec, _ = PAIRS[pair]
+    parent, child = build_model(**parent_spec).eval(), build_model(**child_spec)
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
-    options = dict(METHODS[label])
+    options = dict(rows_of(pair)[label])
     method = build_method(options.pop("name"), child, parent, x[:2], **options).train()
     method.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(method.learnable_parameters(), lr=0.01, momentum=0.9)
+    vit = child_spec["arch"].startswith("timm:")
+    # the optimiser each child trains with in this project's configs: AdamW for ViTs, SGD for CNNs
+    opt = (torch.optim.AdamW(method.learnable_parameters(), lr=1e-3, weight_decay=0.05) if vit
+           else torch.optim.SGD(method.learnable_parameters(), lr=0.01, momentum=0.9))
 
     base_rss = rss_mb()
     median = median_step(lambda: training_step(method, opt, x, y), steps, warmup=3)
-    return {"method": label, "median_step_s": median, "steps": steps, "peak_rss_growth_mb": rss_mb() - base_rss}
+    return {"pair": pair, "method": label, "median_step_s": median, "steps": steps, "peak_rss_growth_mb": rss_mb() - base_rss}
 
 
 def inference_latency(batch: int, reps: int = 30) -> dict:
@@ -90,27 +116,28 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--out", default="benchmarks/results/step_cost")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.steps, args.batch)))
+        print(json.dumps(measure(*args.one, args.steps, args.batch)))
         return
     rows = []
-    for label in METHODS:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--one", label, "--steps", str(args.steps), "--batch", str(args.batch)],
-            check=True, capture_output=True, text=True,
-        )
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
-    kd = next(r for r in rows if r["method"] == "kd")
+    for pair in PAIRS:
+        for label in rows_of(pair):
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", pair, label, "--steps", str(args.steps), "--batch", str(args.batch)],
+                check=True, capture_output=True, text=True,
+            )
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
     for r in rows:
+        kd = next(k for k in rows if k["pair"] == r["pair"] and k["method"] == "kd")
         r["time_vs_kd"] = r["median_step_s"] / kd["median_step_s"]
         r["memory_vs_kd"] = r["peak_rss_growth_mb"] / kd["peak_rss_growth_mb"]
     latency = inference_latency(args.batch)
     record = {
         "command": f"python benchmarks/step_cost.py --steps {args.steps} --batch {args.batch}",
-        "setup": f"parent ResNet-56, child ResNet-20, batch {args.batch}, 3x32x32, CPU, channels_last, SGD step included",
+        "setup": f"batch {args.batch}, 3x32x32, CPU, channels_last, optimiser step included (SGD; AdamW for ViT children)",
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
         "rows": rows,
         "inference": latency,
@@ -122,14 +149,17 @@ def main() -> None:
         f"# Training step cost ({record['setup']})",
         "",
         f"`{record['command']}` on {torch.get_num_threads()} CPU threads, torch {torch.__version__}; median over {args.steps} steps after 3 warm-up steps.",
-        "",
-        "| method | median step (s) | time vs kd | peak RSS growth (MB) | memory vs kd |",
-        "|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {r['method']} | {r['median_step_s']:.3f} | {r['time_vs_kd']:.2f}x | {r['peak_rss_growth_mb']:.0f} | {r['memory_vs_kd']:.2f}x |"
-        for r in rows
-    ]
+    for pair in PAIRS:
+        lines += [
+            "", f"{pair}:", "",
+            "| method | median step (s) | time vs kd | peak RSS growth (MB) | memory vs kd |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['method']} | {r['median_step_s']:.3f} | {r['time_vs_kd']:.2f}x | {r['peak_rss_growth_mb']:.0f} | {r['memory_vs_kd']:.2f}x |"
+            for r in rows if r["pair"] == pair
+        ]
     lines += [
         "",
         f"Exported HKT child vs plain ResNet-20, inference at batch {args.batch}: {latency['exported_hkt_child_s'] * 1e3:.1f} ms vs "

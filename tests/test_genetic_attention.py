@@ -54,7 +54,7 @@ def test_learned_gate_formula_and_initial_value():
     out, gate = learned_attention(q, v, torch.tensor([[math.log(3.0)]]), lam=0.6)  # sigmoid = 0.75
     assert gate.item() == pytest.approx(0.45)
     assert out.flatten().tolist() == pytest.approx([0.55, 0.45])
-    module = build_attention("learned", channels=2, spatial=False)
+    module = build_attention("learned", channels=2, rank=2)
     module(q, v)
     assert module.gate.item() == pytest.approx(0.3)  # a = 0.5 at initialisation
     assert sum(p.numel() for p in module.parameters()) == 5  # linear on [q, v]: 4 weights + bias
@@ -75,4 +75,4 @@ def test_dot_attention_two_positions():
 
 def test_unknown_attention_is_named():
     with pytest.raises(ValueError, match="gated, static, learned, dot"):
-        build_attention("softmax", 4, False)
+        build_attention("softmax", 4, 2)

@@ -84,7 +84,7 @@ def test_reviewkd_hcl_by_hand_and_its_modules_never_ship():
 
 
 def test_lepoket_attention_by_hand_for_vectors_and_maps():
-    ga = LePoKetAttention(2, spatial=False, lam=0.5)
+    ga = LePoKetAttention(2, rank=2, lam=0.5)
     with torch.no_grad():
         for w in (ga.w_q, ga.w_k, ga.w_v):
             w.weight.copy_(torch.eye(2))
@@ -96,7 +96,7 @@ def test_lepoket_attention_by_hand_for_vectors_and_maps():
     expected = q + 0.5 * a * (v - q)
     assert torch.allclose(ga(q, v), expected, atol=1e-6) and ga.gate.item() == pytest.approx(0.5 * a, rel=1e-6)
     assert isinstance(ga.lam, nn.Parameter)
-    maps = build_attention("lepoket", 4, True, 0.6)
+    maps = build_attention("lepoket", 4, 4, 0.6)
     out = maps(torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5))
     assert out.shape == (2, 4, 5, 5) and maps.gate.shape == (2, 1, 5, 5)
 

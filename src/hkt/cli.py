@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import pickle
 import sys
 from pathlib import Path
@@ -47,7 +48,18 @@ def explain(e: BaseException) -> str:
     return str(text) or type(e).__name__
 
 
+def _show_hkt_log() -> None:
+    """``hkt``'s own INFO lines (e.g. one per gene: path, kind, shapes, adapter) on stderr, once."""
+    log = logging.getLogger("hkt")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[hkt] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _show_hkt_log()
     parser = argparse.ArgumentParser(prog="hkt", description="Hereditary Knowledge Transfer: train a small child with genes inherited from a frozen parent.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_fit = sub.add_parser("fit", help="train (resumable), select on validation, test once")

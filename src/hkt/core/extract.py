@@ -13,8 +13,9 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from hkt.core.gene import Gene
+from hkt.core.kinds import FeatureKind, GeneShapeError, infer_kind, input_size, model_hint
+from hkt.core.outputs import read
 from hkt.core.paths import module_at
-from hkt.core.transfer import GeneShapeError
 
 Hook = Callable[[nn.Module, Any, Any], Any]
 
@@ -36,17 +37,20 @@ def hooks(model: nn.Module, hooks_by_path: dict[str, Hook], role: str = "model")
 
 
 @contextmanager
-def extracting(model: nn.Module, paths: Sequence[str], role: str = "model") -> Iterator[dict[str, Tensor]]:
-    """Collect the outputs of ``paths`` during forward passes inside the block: ``{path: tensor}``."""
+def extracting(model: nn.Module, genes: Sequence[Gene], role: str) -> Iterator[dict[str, Tensor]]:
+    """Collect ``role``'s (``parent`` / ``child``) gene features during forward passes inside the block:
+    ``{path: tensor}``, the gene's element of a block output that is no tensor (its first tensor by default)."""
     store: dict[str, Tensor] = {}
 
-    def make(path: str) -> Hook:
+    def make(gene: Gene) -> Hook:
+        path, element = gene.path(role), gene.element(role)
+
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            store[path] = out
+            store[path] = read(out, element, f"{role} block {path!r}")
 
         return hook
 
-    with hooks(model, {p: make(p) for p in paths}, role):
+    with hooks(model, {g.path(role): make(g) for g in genes}, role):
         yield store
 
 
@@ -55,53 +59,71 @@ def as_args(x: Any) -> tuple[Any, ...]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def trace_blocks(model: nn.Module, paths: Sequence[str], args: tuple[Any, ...], role: str) -> tuple[dict[str, Tensor], Counter[str]]:
-    """Run ``model`` once; return ``{path: output of its first call}`` in the order the blocks fired, and how
-    many times each block ran (a recurrent block, e.g. RAFT's update GRU, runs once per iteration).
+def trace_blocks(
+    model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...], role: str
+) -> tuple[dict[str, Tensor], Counter[str]]:
+    """Run ``model`` once; return ``{path: gene feature of its first call}`` in the order the blocks fired, and
+    how many times each block ran (a recurrent block, e.g. RAFT's update GRU, runs once per iteration).
 
-    Raises ``GeneShapeError`` for a block that never runs or returns no single tensor.
+    Raises ``GeneShapeError`` for a block that never runs or whose output has no tensor at the gene's element.
     """
     store: dict[str, Tensor] = {}
     calls: Counter[str] = Counter()
 
-    def make(path: str) -> Hook:
+    def make(gene: Gene) -> Hook:
+        path = gene.path(role)
+
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            store.setdefault(path, out)
+            if path not in store:
+                store[path] = read(out, gene.element(role), f"{role} block {path!r} (gene {gene.name!r})")
             calls[path] += 1
 
         return hook
 
-    with hooks(model, {p: make(p) for p in paths}, role):
+    with hooks(model, {g.path(role): make(g) for g in genes}, role):
         model(*args)
-    missing = [p for p in paths if p not in store]
+    missing = [g.path(role) for g in genes if g.path(role) not in store]
     if missing:
         raise GeneShapeError(f"{role} block(s) {missing} never ran during a forward pass; choose blocks on the forward path")
-    bad = [p for p in paths if not isinstance(store[p], Tensor)]
-    if bad:
-        raise GeneShapeError(f"{role} block(s) {bad} do not return a single tensor; pick a block that does")
     return store, calls
 
 
 @dataclass
 class DryRun:
-    """Gene outputs (first call, firing order) and call counts of both networks on one example batch."""
+    """Gene features (first call, firing order), their kinds and call counts of both networks on one example batch."""
 
     parent: dict[str, Tensor]
     child: dict[str, Tensor]
     parent_calls: Counter[str]
     child_calls: Counter[str]
+    parent_kinds: dict[str, FeatureKind]
+    child_kinds: dict[str, FeatureKind]
+
+    def kinds(self, role: str) -> dict[str, FeatureKind]:
+        return self.parent_kinds if role == "parent" else self.child_kinds
 
 
 def dry_run(parent: nn.Module, child: nn.Module, genes: Sequence[Gene], example_input: Any) -> DryRun:
-    """One eval-mode, no-grad pass of both networks on ``example_input``, used to size adapters."""
+    """One eval-mode, no-grad pass of both networks on ``example_input``, used to size adapters and to read the
+    kind of every gene feature (``hkt.core.kinds``)."""
     args = as_args(example_input)
+    size = input_size(args)
     was_training = child.training
     parent.eval()
     child.eval()
     try:
         with torch.no_grad():
-            p, p_calls = trace_blocks(parent, [g.parent for g in genes], args, "parent")
-            c, c_calls = trace_blocks(child, [g.child for g in genes], args, "child")
-            return DryRun(p, c, p_calls, c_calls)
+            p, p_calls = trace_blocks(parent, genes, args, "parent")
+            c, c_calls = trace_blocks(child, genes, args, "child")
     finally:
         child.train(was_training)
+    kinds: dict[str, dict[str, FeatureKind]] = {"parent": {}, "child": {}}
+    for role, model, feats in (("parent", parent, p), ("child", child, c)):
+        hint = model_hint(model)
+        for g in genes:
+            try:
+                kinds[role][g.path(role)] = infer_kind(feats[g.path(role)], role, g.path(role), size, g.hint(role), hint)
+            except GeneShapeError as e:
+                shapes = f"parent {tuple(p[g.parent].shape)}, child {tuple(c[g.child].shape)}"
+                raise GeneShapeError(f"gene {g.name!r} ({shapes}): {e}") from None
+    return DryRun(p, c, p_calls, c_calls, kinds["parent"], kinds["child"])

@@ -2,10 +2,12 @@
 
 Every variant is a pure function ``(q, v) -> (out, gate)`` wrapped in a small module.
 ``q`` is the child's native feature (the query), ``v`` the transferred parent feature (key = value).
-Shapes: ``(B, C)`` for vectors or ``(B, C, H, W)`` for feature maps; ``out`` has the shape of ``q``.
+Shapes: the mix form of ``hkt.core.kinds``, channels first: ``(B, C)`` for vectors, ``(B, C, H, W)`` for maps,
+``(B, C, N)`` for tokens; ``out`` has the shape of ``q``.
 
 ``gate`` is the *inheritance rate*: the fraction of the way from ``q`` towards ``v`` that the output
-moves, ``out = q + gate * (v - q)`` (per sample for vectors, per position for maps, shape ``(B, 1[, H, W])``),
+moves, ``out = q + gate * (v - q)`` (per sample for vectors, per position for maps, per token for tokens; shape
+``(B, 1[, H, W | N])``),
 so gates of different variants are directly comparable in logs.
 """
 
@@ -49,12 +51,12 @@ def dot_attention(q: Tensor, v: Tensor, lam: float = 0.6) -> tuple[Tensor, Tenso
     """
     if q.dim() == 2:
         return q + lam * (v - q), torch.full_like(q[:, :1], lam)
-    b, c, h, w = q.shape
+    b, c, *positions = q.shape
     queries = q.flatten(2).transpose(1, 2)  # (B, HW, C)
     values = v.flatten(2).transpose(1, 2)
     attn = torch.softmax(queries @ values.transpose(1, 2) / math.sqrt(c), dim=-1)  # (B, HW, HW)
-    read = (attn @ values).transpose(1, 2).reshape(b, c, h, w)
-    gate = lam * attn.diagonal(dim1=1, dim2=2).reshape(b, 1, h, w)
+    read = (attn @ values).transpose(1, 2).reshape(q.shape)
+    gate = lam * attn.diagonal(dim1=1, dim2=2).reshape(b, 1, *positions)
     return q + lam * (read - q), gate
 
 
@@ -107,13 +109,21 @@ class StaticAttention(GeneticAttention):
         return static_attention(q, v, self.parent_weight)
 
 
-class LearnedAttention(GeneticAttention):
-    """Gate from a linear (vectors) or 1x1 conv (maps) on ``[q, v]``; starts at ``a = 0.5`` everywhere."""
+def pointwise(i: int, o: int, rank: int, bias: bool = True) -> nn.Module:
+    """A per-position linear layer on the mix form of ``rank`` 2 (``Linear``), 3 (tokens: 1x1 ``Conv1d``) or 4 (maps:
+    1x1 ``Conv2d``); the same parameters per position as a ``Linear``, so gates are per sample, token or position."""
+    if rank not in (2, 3, 4):
+        raise ValueError(f"a gene feature has rank 2 (vectors), 3 (tokens) or 4 (maps) in mix form, got {rank}")
+    return {2: nn.Linear(i, o, bias=bias), 3: nn.Conv1d(i, o, 1, bias=bias), 4: nn.Conv2d(i, o, 1, bias=bias)}[rank]
 
-    def __init__(self, channels: int, spatial: bool, lam: float = 0.6) -> None:
+
+class LearnedAttention(GeneticAttention):
+    """Gate from a per-position linear layer on ``[q, v]`` (``rank``: of the mix form); starts at ``a = 0.5``."""
+
+    def __init__(self, channels: int, rank: int, lam: float = 0.6) -> None:
         super().__init__()
         self.lam = lam
-        self.score = nn.Conv2d(2 * channels, 1, 1) if spatial else nn.Linear(2 * channels, 1)
+        self.score = pointwise(2 * channels, 1, rank)
         nn.init.zeros_(self.score.weight)
         nn.init.zeros_(self.score.bias)
 
@@ -132,16 +142,16 @@ class DotAttention(GeneticAttention):
 
 class LePoKetAttention(GeneticAttention):
     """The follow-up's learnable GA (christian-tchenko/LePoKet, ``learnable_ga.py``): projections ``W_q``, ``W_k``,
-    ``W_v`` (bias-free, Kaiming-normal, linear for vectors and 1x1 convs for maps, so the gate is per position), a
-    gate MLP ``d -> d -> 1`` (ReLU, sigmoid) on ``Q ⊙ K``, and a learnable λ. Key = value = the transferred parent
-    feature. Differences from the authors' code: λ starts at ``lam`` (they draw it from U(0, 1)), and maps are
-    supported (their code takes vectors only)."""
+    ``W_v`` (bias-free, Kaiming-normal, linear for vectors and 1x1 convs for maps and tokens, so the gate is per
+    position or token), a gate MLP ``d -> d -> 1`` (ReLU, sigmoid) on ``Q ⊙ K``, and a learnable λ. Key = value = the
+    transferred parent feature. Differences from the authors' code: λ starts at ``lam`` (they draw it from U(0, 1)),
+    and maps and tokens are supported (their code takes vectors only)."""
 
-    def __init__(self, channels: int, spatial: bool, lam: float = 0.6) -> None:
+    def __init__(self, channels: int, rank: int, lam: float = 0.6) -> None:
         super().__init__()
 
         def layer(i: int, o: int, bias: bool = False) -> nn.Module:
-            return nn.Conv2d(i, o, 1, bias=bias) if spatial else nn.Linear(i, o, bias=bias)
+            return pointwise(i, o, rank, bias)
 
         self.w_q, self.w_k, self.w_v = layer(channels, channels), layer(channels, channels), layer(channels, channels)
         for w in (self.w_q, self.w_k, self.w_v):
@@ -158,18 +168,19 @@ ATTENTIONS = ("gated", "static", "learned", "dot", "lepoket")
 
 
 def build_attention(
-    kind: str, channels: int, spatial: bool, lam: float = 0.6, parent_weight: float = 0.7
+    kind: str, channels: int, rank: int, lam: float = 0.6, parent_weight: float = 0.7
 ) -> GeneticAttention:
-    """Build a GA module by name (one of ``ATTENTIONS``) for a gene of ``channels`` channels."""
+    """Build a GA module by name (one of ``ATTENTIONS``) for a gene of ``channels`` channels whose mix form has
+    ``rank`` dims (2 vectors, 3 tokens, 4 maps)."""
     if kind == "gated":
         return GatedAttention(lam)
     if kind == "static":
         return StaticAttention(parent_weight)
     if kind == "learned":
-        return LearnedAttention(channels, spatial, lam)
+        return LearnedAttention(channels, rank, lam)
     if kind == "dot":
         return DotAttention(lam)
     if kind == "lepoket":
-        return LePoKetAttention(channels, spatial, lam)
+        return LePoKetAttention(channels, rank, lam)
     raise ValueError(f"unknown genetic attention {kind!r}; choose one of {', '.join(ATTENTIONS)}")
 

@@ -15,6 +15,7 @@ passes instead (``Inheritance._separate``): same outputs, one more parent forwar
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,7 +28,11 @@ from hkt.core.dual_path import frozen_running_stats, per_path_batchnorm, shared_
 from hkt.core.extract import as_args, dry_run, hooks
 from hkt.core.gene import Gene
 from hkt.core.genetic_attention import build_attention
-from hkt.core.transfer import GeneShapeError, build_adapter
+from hkt.core.kinds import FeatureKind
+from hkt.core.outputs import read, write
+from hkt.core.transfer import GeneShapeError, Transfer, build_adapter
+
+log = logging.getLogger("hkt")
 
 
 class _ParentDone(Exception):
@@ -42,6 +47,13 @@ class Inherited:
     inherited: Any = None  # the child with the inherited mixes flowing through its remaining blocks
     parent_on_mix: Any = None  # the frozen parent's downstream blocks on the child's mix
     parent: Any = None  # the parent's own output
+
+
+def _adapter_name(adapter: nn.Module) -> str:
+    """The adapter's layers in one line, e.g. ``Linear(64 -> 96) + Resize(8, 8), prefix tokens native``."""
+    parts = [repr(m).replace("\n", "") for m in adapter.modules() if not list(m.children()) and not isinstance(m, (nn.Identity, Transfer))]
+    prefix = getattr(adapter, "prefix", "none")
+    return (" + ".join(parts) or "identity") + (f", prefix tokens {prefix}" if prefix != "none" else "")
 
 
 def _batch_size(args: tuple[Any, ...]) -> int:
@@ -96,17 +108,17 @@ class Inheritance(nn.Module):
         by_child = {g.child: i for i, g in enumerate(self.genes)}
         self.parent_order = [by_parent[p] for p in p_feats]
         self.child_order = [by_child[c] for c in c_feats]
+        self.parent_kinds: list[FeatureKind] = [run.parent_kinds[g.parent] for g in self.genes]
+        self.child_kinds: list[FeatureKind] = [run.child_kinds[g.child] for g in self.genes]
         self.transfers = nn.ModuleList()
         self.attentions = nn.ModuleList()
-        for g in self.genes:
-            p_shape, c_shape = tuple(p_feats[g.parent].shape[1:]), tuple(c_feats[g.child].shape[1:])
-            self.transfers.append(build_adapter(p_shape, c_shape, g.name, adapter))
-            self.attentions.append(build_attention(attention, c_shape[0], len(c_shape) == 3, lam, parent_weight))
-        last = self.genes[self.parent_order[-1]]
+        for g, pk, ck in zip(self.genes, self.parent_kinds, self.child_kinds):
+            self.transfers.append(build_adapter(pk, ck, g.name, adapter))
+            self.attentions.append(build_attention(attention, ck.channels, ck.rank, lam, parent_weight))
+            log.info("gene %s: parent %s -> child %s, adapter %s", g.name, pk.describe(), ck.describe(), _adapter_name(self.transfers[-1]))
+        last = self.parent_order[-1]
         self.back = (
-            build_adapter(tuple(c_feats[last.child].shape[1:]), tuple(p_feats[last.parent].shape[1:]), last.name, adapter)
-            if reverse
-            else None
+            build_adapter(self.child_kinds[last], self.parent_kinds[last], self.genes[last].name, adapter) if reverse else None
         )
         self._rehearse(parent, child, as_args(example_input))
 
@@ -134,6 +146,28 @@ class Inheritance(nn.Module):
             for a in self.attentions:
                 a.gate = None
 
+    def mix(self, i: int, q: Tensor, v: Tensor) -> Tensor:
+        """Gene ``i``'s Transfer and Mixture: child feature ``q`` and parent feature ``v``, each in its own layout, to
+        the mix in the child's layout. Positions the parent cannot supply (a ViT child's class token under a CNN
+        parent) stay native."""
+        kind, transfer = self.child_kinds[i], self.transfers[i]
+        qm, vm = kind.to_mix(q), transfer(v)
+        keep = getattr(transfer, "keep", 0)
+        if keep:
+            return kind.from_mix(torch.cat([qm[..., :keep], self.attentions[i](qm[..., keep:], vm)], -1))
+        return kind.from_mix(self.attentions[i](qm, vm))
+
+    def to_parent(self, i: int, m: Tensor, own: Tensor) -> Tensor:
+        """The child's mix ``m`` at gene ``i`` in the parent's layout, for the parent term; positions the child cannot
+        supply (a ViT parent's class token over a CNN child) are the parent's ``own`` feature there."""
+        if self.back is None:
+            return m
+        kind, pm = self.parent_kinds[i], self.back(m)
+        keep = getattr(self.back, "keep", 0)
+        if keep:
+            pm = torch.cat([kind.to_mix(own)[..., :keep], pm], -1)
+        return kind.from_mix(pm)
+
     def gates(self) -> dict[str, Tensor]:
         """Mean inheritance rate per gene over the last batch: ``{gene name: scalar}``."""
         return {g.name: a.gate.float().mean() for g, a in zip(self.genes, self.attentions) if a.gate is not None}
@@ -158,14 +192,15 @@ class Inheritance(nn.Module):
         child_stacked, parent_stacked = [False], [False]
 
         def child_hook(i: int):
-            def hook(_m: nn.Module, _inp: Any, q: Tensor) -> Tensor:
+            element = self.genes[i].child_element
+
+            def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
                 child_stacked[0] = True
+                q = read(out, element)
                 stacked = native and i != first_child
                 q_native, q_inh = (q[:b], q[b:]) if stacked else (q, q)
-                mixes[i] = self.attentions[i](q_inh, self.transfers[i](v[i]))
-                if not native:
-                    return mixes[i]
-                return torch.cat([q_native, mixes[i]])
+                mixes[i] = self.mix(i, q_inh, v[i])
+                return write(out, element, torch.cat([q_native, mixes[i]]) if native else mixes[i])
 
             return hook
 
@@ -183,8 +218,10 @@ class Inheritance(nn.Module):
                 result.inherited = out
 
         def parent_hook(i: int):
-            def hook(_m: nn.Module, _inp: Any, out: Tensor) -> Any:
-                v[i] = out.detach()
+            element = self.genes[i].parent_element
+
+            def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
+                v[i] = read(out, element).detach()
                 if i != last_parent:
                     return None
                 run_child()
@@ -192,9 +229,9 @@ class Inheritance(nn.Module):
                     raise _ParentDone
                 if not parent_on_mix:
                     return None
-                back = self.back(mixes[i]) if self.back is not None else mixes[i]
+                back = self.to_parent(i, mixes[i], v[i])
                 parent_stacked[0] = parent_own
-                return torch.cat([v[i], back]) if parent_own else back
+                return write(out, element, torch.cat([v[i], back]) if parent_own else back)
 
             return hook
 
@@ -228,8 +265,8 @@ class Inheritance(nn.Module):
         stop_early = not self.parent_own and self.parent_genes_once
 
         def record(i: int):
-            def hook(_m: nn.Module, _inp: Any, out: Tensor) -> None:
-                v[i].append(out.detach())
+            def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+                v[i].append(read(out, self.genes[i].parent_element).detach())
                 if stop_early and i == self.parent_order[-1]:
                     raise _ParentDone
 
@@ -247,10 +284,10 @@ class Inheritance(nn.Module):
         mixes: dict[int, list[Tensor]] = {i: [] for i in range(len(self.genes))}
 
         def mix(i: int):
-            def hook(_m: nn.Module, _inp: Any, q: Tensor) -> Tensor:
+            def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
                 k = min(len(mixes[i]), len(v[i]) - 1)
-                mixes[i].append(self.attentions[i](q, self.transfers[i](v[i][k])))
-                return mixes[i][-1]
+                mixes[i].append(self.mix(i, read(out, self.genes[i].child_element), v[i][k]))
+                return write(out, self.genes[i].child_element, mixes[i][-1])
 
             return hook
 
@@ -260,11 +297,11 @@ class Inheritance(nn.Module):
             last = self.parent_order[-1]
             calls = [0]
 
-            def back(_m: nn.Module, _inp: Any, _out: Tensor) -> Tensor:
+            def back(_m: nn.Module, _inp: Any, out: Any) -> Any:
                 k = min(calls[0], len(mixes[last]) - 1)
                 calls[0] += 1
-                m = mixes[last][k]
-                return self.back(m) if self.back is not None else m
+                element = self.genes[last].parent_element
+                return write(out, element, self.to_parent(last, mixes[last][k], read(out, element)))
 
             with hooks(parent, {self.genes[last].parent: back}, "parent"):
                 result.parent_on_mix = parent(*args)

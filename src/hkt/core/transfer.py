@@ -1,9 +1,17 @@
 """Transfer (T): adapt a feature of one network to the shape of the matching feature of another.
 
-Adapters are sized from shapes seen in one dry run. ``auto``: identity when shapes agree, otherwise a linear
-layer for vectors or a 1x1 conv + BatchNorm for maps, followed by a bilinear resize when the spatial sizes
-differ. ``learned``: always a trainable layer, initialised to the identity where the channels agree, so that
-step 0 equals ``auto`` but channels of two unrelated networks can be re-aligned by training.
+Adapters are sized from the feature kinds (``hkt.core.kinds``) seen in one dry run, and return the destination's
+**mix form** (channels first). ``auto``: identity when kinds agree; otherwise a channel projection, then a bilinear
+resize of the spatial grid when the sizes differ. The projection is a 1x1 conv + BatchNorm into an NCHW map (CNN
+children), a ``Linear`` over channels into vectors, tokens and NHWC maps (LayerNorm models). ``learned``: always a
+trainable projection, initialised to the identity where the channels agree, so that step 0 equals ``auto`` but
+channels of two unrelated networks can be re-aligned by training.
+
+Between kinds: NHWC <-> NCHW is a permute; tokens <-> maps go through the patch grid (the patch tokens are the
+grid, row-major); token grids of different sizes are resampled bilinearly, as timm resamples position embeddings.
+Prefix tokens (class, distillation, register) are projected one to one when both sides have the same number,
+pooled to one and repeated when the counts differ, and left to the destination (``keep``: its first ``keep``
+positions are not supplied, so they stay native) when the source has none, e.g. a CNN parent for a ViT child.
 
 ``hint_regressor`` is FitNet's regressor as the common implementations build it (RepDistiller and mdistiller
 ``ConvReg``): a conv chosen by the spatial ratio, then BatchNorm and ReLU; a linear layer for vectors.
@@ -11,12 +19,11 @@ step 0 equals ``auto`` but channels of two unrelated networks can be re-aligned 
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-class GeneShapeError(ValueError):
-    """Two features at a gene cannot be aligned (e.g. a vector against a feature map)."""
+from hkt.core.kinds import FeatureKind, GeneShapeError
 
 
 class Resize(nn.Module):
@@ -33,16 +40,38 @@ class Resize(nn.Module):
         return f"size={self.size}"
 
 
+class Channels(nn.Module):
+    """A ``Linear`` over dim 1 of a channels-first tensor of any rank: ``(B, C, *S) -> (B, C', *S)``."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x) if x.dim() == 2 else self.linear(x.movedim(1, -1)).movedim(-1, 1)
+
+
 ADAPTERS = ("auto", "learned")
 
 
-def _check_kinds(src: tuple[int, ...], dst: tuple[int, ...], gene: str) -> None:
-    if len(src) != len(dst) or len(src) not in (1, 3):
+def as_kind(shape: tuple[int, ...] | FeatureKind) -> FeatureKind:
+    """A per-sample shape ``(C,)`` / ``(C, H, W)`` read the classic way (vector / NCHW map), or a kind as given."""
+    if isinstance(shape, FeatureKind):
+        return shape
+    shape = tuple(shape)
+    if len(shape) == 1:
+        return FeatureKind("vector", shape[0])
+    if len(shape) == 3:
+        return FeatureKind("nchw", shape[0], (shape[1], shape[2]))
+    raise GeneShapeError(f"cannot read a feature of per-sample shape {shape} as a vector (C,) or a map (C, H, W)")
+
+
+def _check_kinds(src: FeatureKind, dst: FeatureKind, gene: str) -> None:
+    if (src.layout == "vector") != (dst.layout == "vector"):
         raise GeneShapeError(
-            f"gene {gene!r}: cannot align a feature of shape (B, {', '.join(map(str, src))}) with one of "
-            f"shape (B, {', '.join(map(str, dst))}). Genes must pair vectors (B, C) with vectors or maps "
-            "(B, C, H, W) with maps; pick modules with the same kind of output (e.g. both `avgpool`, or "
-            "both a stage like `layer3`)."
+            f"gene {gene!r}: cannot align a {src.describe()} with a {dst.describe()}. A vector (B, C) pairs only with a "
+            "vector; maps (NCHW, NHWC) and tokens pair with each other. Pick modules with the same kind of output (e.g. "
+            "both `avgpool`, or a stage like `layer3` with a transformer block)."
         )
 
 
@@ -54,29 +83,76 @@ def _identity_init(layer: nn.Linear | nn.Conv2d) -> nn.Module:
     return layer
 
 
-def build_adapter(src: tuple[int, ...], dst: tuple[int, ...], gene: str = "", kind: str = "auto") -> nn.Module:
-    """Adapter mapping features of per-sample shape ``src`` to ``dst`` (shapes without the batch dim).
+def _projection(src: FeatureKind, dst: FeatureKind, kind: str) -> nn.Module | None:
+    c, c2 = src.channels, dst.channels
+    if c == c2 and kind == "auto":
+        return None
+    if dst.layout == "nchw":
+        if c != c2:
+            return nn.Sequential(nn.Conv2d(c, c2, 1, bias=False), nn.BatchNorm2d(c2))
+        return _identity_init(nn.Conv2d(c, c2, 1))
+    linear = _identity_init(nn.Linear(c, c2)) if c == c2 else nn.Linear(c, c2)
+    return linear if dst.layout == "vector" else Channels(linear)
+
+
+class Transfer(nn.Module):
+    """Any kind to any kind (but vectors only with vectors): ``src``'s layout in, ``dst``'s mix form out
+    (``(B, C', N - keep)`` for tokens: the first ``keep`` destination tokens are left native)."""
+
+    def __init__(self, src: FeatureKind, dst: FeatureKind, kind: str = "auto") -> None:
+        super().__init__()
+        self.src, self.dst = src, dst
+        self.project = _projection(src, dst, kind)
+        self.resize = Resize(dst.grid) if src.spatial and src.grid != dst.grid else None
+        tokens_out = dst.layout == "tokens" and dst.prefix > 0
+        self.prefix = "none" if not tokens_out else ("native" if src.prefix == 0 else "match" if src.prefix == dst.prefix else "pool")
+        self.keep = dst.prefix if self.prefix == "native" else 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        prefix, body = self.src.split(x)
+        if self.project is not None:
+            body = self.project(body)
+        if self.resize is not None:
+            body = self.resize(body)
+        if self.dst.layout != "tokens":
+            return body
+        body = body.flatten(2)
+        if self.prefix in ("none", "native"):
+            return body
+        if self.prefix == "pool":
+            prefix = prefix.mean(-1, keepdim=True)
+        if self.project is not None:
+            prefix = self.project(prefix)
+        return torch.cat([prefix.expand(-1, -1, self.dst.prefix), body], -1)
+
+    def extra_repr(self) -> str:
+        return f"{self.src.describe()} -> {self.dst.describe()}, prefix={self.prefix}"
+
+
+def build_adapter(
+    src: tuple[int, ...] | FeatureKind, dst: tuple[int, ...] | FeatureKind, gene: str = "", kind: str = "auto"
+) -> nn.Module:
+    """Adapter from features of kind (or per-sample shape) ``src`` to the mix form of ``dst``.
 
     ``(C,) -> (C',)``: ``Linear`` (``auto``: identity when equal). ``(C, H, W) -> (C', H', W')``: 1x1 conv + BN when
     ``C != C'`` (``learned``: an identity-initialised 1x1 conv when ``C == C'``), then a resize when
-    ``(H, W) != (H', W')``.
+    ``(H, W) != (H', W')``. NHWC maps and tokens: a ``Transfer``.
     """
-    src, dst = tuple(src), tuple(dst)
     if kind not in ADAPTERS:
         raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)}, got {kind!r}")
+    src, dst = as_kind(src), as_kind(dst)
     _check_kinds(src, dst, gene)
-    if src == dst and kind == "auto":
-        return nn.Identity()
-    if len(src) == 1:
-        return _identity_init(nn.Linear(src[0], dst[0])) if src == dst else nn.Linear(src[0], dst[0])
-    layers: list[nn.Module] = []
-    if src[0] != dst[0]:
-        layers += [nn.Conv2d(src[0], dst[0], 1, bias=False), nn.BatchNorm2d(dst[0])]
-    elif kind == "learned":
-        layers.append(_identity_init(nn.Conv2d(src[0], dst[0], 1)))
-    if src[1:] != dst[1:]:
-        layers.append(Resize(dst[1:]))
-    return nn.Sequential(*layers)
+    if src.layout in ("vector", "nchw") and dst.layout == src.layout:
+        if src == dst and kind == "auto":
+            return nn.Identity()
+        project = _projection(src, dst, kind)
+        if src.layout == "vector":
+            return project
+        layers = [project] if project is not None else []
+        if src.grid != dst.grid:
+            layers.append(Resize(dst.grid))
+        return nn.Sequential(*layers)
+    return Transfer(src, dst, kind)
 
 
 def hint_regressor(src: tuple[int, ...], dst: tuple[int, ...], gene: str = "") -> nn.Module:
@@ -88,7 +164,7 @@ def hint_regressor(src: tuple[int, ...], dst: tuple[int, ...], gene: str = "") -
     Vectors: ``Linear``.
     """
     src, dst = tuple(src), tuple(dst)
-    _check_kinds(src, dst, gene)
+    _check_kinds(as_kind(src), as_kind(dst), gene)
     if len(src) == 1:
         return nn.Linear(src[0], dst[0])
     (c, h, w), (c2, h2, w2) = src, dst

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from hkt.core.outputs import check_logits
 from hkt.methods.at import AT
 from hkt.methods.base import Method, kd_loss
 from hkt.methods.ce import CE
@@ -52,12 +53,17 @@ def build_method(
         if "distill_loss" in params:
             options["distill_loss"] = task.distill
     if name == "ce":
-        return cls(child, **options)
-    if parent is None:
+        method = cls(child, **options)
+    elif parent is None:
         raise ValueError(f"method {name!r} needs a parent network; set parent.arch (and parent.weights)")
-    if "example_input" in params:
-        options["example_input"] = example_input
-    return cls(child, parent, **options)
+    else:
+        if "example_input" in params:
+            options["example_input"] = example_input
+        method = cls(child, parent, **options)
+    for role in ("child", "parent"):  # methods with a dry run have already run both networks
+        if getattr(method, role) is not None and "example_input" not in params:
+            check_logits(getattr(method, role), example_input, role)
+    return method
 
 
 __all__ = ["AT", "CE", "DIST", "DKD", "FitNet", "HKT", "KD", "METHODS", "Method", "ReviewKD", "build_method", "kd_loss"]

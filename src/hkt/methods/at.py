@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.core.extract import extracting
+from hkt.core.extract import dry_run, extracting
 from hkt.core.gene import parse_genes
 from hkt.methods.base import Method, TaskLoss
 
@@ -31,22 +31,42 @@ def at_loss(child: Tensor, parent: Tensor) -> Tensor:
 
 
 class AT(Method):
+    """``example_input`` (given by ``build_method``) reads each gene's kind, so that tokens (on their patch grid,
+    without prefix tokens) and NHWC maps are attention maps too; without it every gene must be an NCHW map."""
+
     uses_hooks = True  # Extraction / Mixture hooks per step
 
     def __init__(
-        self, child: nn.Module, parent: nn.Module, genes: Any, beta: float = 1000.0, task_loss: TaskLoss = F.cross_entropy
+        self,
+        child: nn.Module,
+        parent: nn.Module,
+        genes: Any,
+        beta: float = 1000.0,
+        example_input: Any = None,
+        task_loss: TaskLoss = F.cross_entropy,
     ) -> None:
         super().__init__(child, parent, task_loss)
         self.genes = parse_genes(genes)
         self.beta = beta
+        run = dry_run(parent, child, self.genes, example_input) if example_input is not None else None
+        self.kinds = {role: run.kinds(role) if run else {} for role in ("parent", "child")}
+        for g in self.genes:
+            kind = self.kinds["child"].get(g.child)
+            if kind is not None and not kind.spatial:
+                raise ValueError(f"attention transfer needs feature maps or tokens; gene {g.name!r} is a {kind.describe()}")
+
+    def _map(self, role: str, path: str, t: Tensor) -> Tensor:
+        kind = self.kinds[role].get(path)
+        return kind.as_map(t) if kind is not None else t
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        with torch.no_grad(), extracting(self.parent, [g.parent for g in self.genes], "parent") as pf:
+        with torch.no_grad(), extracting(self.parent, self.genes, "parent") as pf:
             self.parent(x)
-        with extracting(self.child, [g.child for g in self.genes], "child") as cf:
+        with extracting(self.child, self.genes, "child") as cf:
             out = self.child(x)
-        for g in self.genes:
-            if cf[g.child].dim() != 4:
-                raise ValueError(f"attention transfer needs feature maps (B, C, H, W); gene {g.name!r} is {tuple(cf[g.child].shape)}")
-        loss = sum(at_loss(cf[g.child], pf[g.parent]) for g in self.genes)
+        maps = [(self._map("child", g.child, cf[g.child]), self._map("parent", g.parent, pf[g.parent]), g) for g in self.genes]
+        for c, _, g in maps:
+            if c.dim() != 4:
+                raise ValueError(f"attention transfer needs feature maps (B, C, H, W); gene {g.name!r} is {tuple(c.shape)}")
+        loss = sum(at_loss(c, p) for c, p, _ in maps)
         return out, {"task": self.task_loss(out, y), "at": self.beta * loss}

@@ -12,6 +12,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hkt.core.outputs import drop_logits_hook, read_logits
+
 TaskLoss = Callable[[Any, Any], Tensor]
 DistillLoss = Callable[[Any, Any, float], Tensor]  # (child output, parent output, temperature) -> scalar
 
@@ -21,6 +23,10 @@ class Method(nn.Module):
 
     ``genes``: the (parent, child) blocks a feature method reads or mixes (empty for logit methods).
     ``uses_hooks``: the method registers forward hooks during each step (so ``torch.compile`` cannot capture it).
+
+    A Hugging Face model (whose forward returns a ``ModelOutput``) is read through its ``.logits``; another element
+    is chosen with ``hkt.core.outputs.read_logits(model, element)`` before the method is built (configs:
+    ``child.output``).
 
     Args:
         child: the network being trained; its architecture is what ships.
@@ -33,8 +39,8 @@ class Method(nn.Module):
 
     def __init__(self, child: nn.Module, parent: nn.Module | None = None, task_loss: TaskLoss = F.cross_entropy) -> None:
         super().__init__()
-        self.child = child
-        self.parent = parent
+        self.child = read_logits(child, role="child")
+        self.parent = read_logits(parent, role="parent") if parent is not None else None
         self.task_loss = task_loss
         if parent is not None:
             parent.requires_grad_(False)
@@ -66,8 +72,9 @@ class Method(nn.Module):
         schedules inside a method (DKD's warm-up, a gate schedule) read the progress of training."""
 
     def export_child(self) -> nn.Module:
-        """A standalone copy of the child: same class and state_dict keys, no hooks, no adapters."""
-        child = copy.deepcopy(self.child).eval()
+        """A standalone copy of the child: same class and state_dict keys, no hooks, no adapters (a Hugging Face
+        model returns its own ``ModelOutput`` again)."""
+        child = drop_logits_hook(copy.deepcopy(self.child)).eval()
         for m in child.modules():
             if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
                 raise RuntimeError(f"hook left on child module {type(m).__name__}; export is only valid outside a step")

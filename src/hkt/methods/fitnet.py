@@ -37,13 +37,18 @@ class FitNet(Method):
         self.genes = genes
         self.hint_weight = hint_weight
         run = dry_run(parent, child, genes, example_input)
-        p, c = run.parent[self.gene.parent], run.child[self.gene.child]
+        # tokens and NHWC maps are read as NCHW maps on their grid (hkt.core.kinds), so the regressor is ConvReg's
+        self.parent_kind, self.child_kind = run.parent_kinds[self.gene.parent], run.child_kinds[self.gene.child]
+        p = self.parent_kind.as_map(run.parent[self.gene.parent])
+        c = self.child_kind.as_map(run.child[self.gene.child])
         self.regressor = hint_regressor(tuple(c.shape[1:]), tuple(p.shape[1:]), self.gene.name)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        with torch.no_grad(), extracting(self.parent, [self.gene.parent], "parent") as pf:
+        with torch.no_grad(), extracting(self.parent, self.genes, "parent") as pf:
             self.parent(x)
-        with extracting(self.child, [self.gene.child], "child") as cf:
+        with extracting(self.child, self.genes, "child") as cf:
             out = self.child(x)
-        hint = F.mse_loss(self.regressor(cf[self.gene.child]), pf[self.gene.parent])
+        hint = F.mse_loss(
+            self.regressor(self.child_kind.as_map(cf[self.gene.child])), self.parent_kind.as_map(pf[self.gene.parent])
+        )
         return out, {"task": self.task_loss(out, y), "hint": self.hint_weight * hint}

@@ -99,8 +99,10 @@ class ReviewKD(Method):
         self.genes = _pairs(genes)
         self.reviewkd_weight, self.task_weight, self.warmup, self.warmup_unit = reviewkd_weight, task_weight, warmup, warmup_unit
         run = dry_run(parent, child, self.genes, example_input)
-        c_shapes = [tuple(_as_map(run.child[g.child]).shape[1:]) for g in self.genes]
-        p_shapes = [tuple(_as_map(run.parent[g.parent]).shape[1:]) for g in self.genes]
+        # tokens and NHWC maps are reviewed as NCHW maps on their grid (hkt.core.kinds)
+        self.kinds = {role: run.kinds(role) for role in ("parent", "child")}
+        c_shapes = [tuple(self._map("child", g.child, run.child[g.child]).shape[1:]) for g in self.genes]
+        p_shapes = [tuple(self._map("parent", g.parent, run.parent[g.parent]).shape[1:]) for g in self.genes]
         for g, c, p in zip(self.genes, c_shapes, p_shapes):
             if len(c) != 3 or len(p) != 3:
                 raise ValueError(f"reviewkd gene {g.name!r}: needs feature maps or vectors, got shapes {c} and {p}")
@@ -112,20 +114,23 @@ class ReviewKD(Method):
         self.out_sizes = [p[1:] for p in reversed(p_shapes)]
         self._w = warmup_factor(warmup, warmup_unit, 0, 0)
 
+    def _map(self, role: str, path: str, t: Tensor) -> Tensor:
+        return _as_map(self.kinds[role][path].as_map(t))
+
     def on_train_step(self, step: int, total_steps: int, epoch: int) -> None:
         self._w = warmup_factor(self.warmup, self.warmup_unit, step, epoch)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        with torch.no_grad(), extracting(self.parent, [g.parent for g in self.genes], "parent") as pf:
+        with torch.no_grad(), extracting(self.parent, self.genes, "parent") as pf:
             self.parent(x)
-        with extracting(self.child, [g.child for g in self.genes], "child") as cf:
+        with extracting(self.child, self.genes, "child") as cf:
             out = self.child(x)
-        feats = [_as_map(cf[g.child]) for g in reversed(self.genes)]
+        feats = [self._map("child", g.child, cf[g.child]) for g in reversed(self.genes)]
         reviews, residual = [], None
         for abf, f, size in zip(self.abfs, feats, self.out_sizes):
             review, residual = abf(f, residual, size)
             reviews.append(review)
-        targets = [_as_map(pf[g.parent]) for g in reversed(self.genes)]
+        targets = [self._map("parent", g.parent, pf[g.parent]) for g in reversed(self.genes)]
         return out, {
             "task": self.task_weight * self.task_loss(out, y),
             "review": self._w * self.reviewkd_weight * hcl_loss(reviews, targets),

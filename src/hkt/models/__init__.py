@@ -3,9 +3,12 @@ segmentation models."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from hkt.models.cifar_resnet import DEPTHS, CifarResNet, cifar_resnet
+from hkt.models.hub import hf_model, timm_model
 from hkt.models.raft import RAFTFlow, raft
 from hkt.models.unet import UNet
 from hkt.models.weights import REGISTRY, CheckpointMismatchError, load_into, load_weights, read_state_dict, resolve
@@ -41,21 +44,36 @@ def _torchvision(name: str, num_classes: int, in_channels: int, weights: str | N
 
 
 def build_model(
-    arch: str, num_classes: int = 10, in_channels: int = 3, width: int = 16, weights: str | None = None, iterations: int = 12
+    arch: str,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    width: int = 16,
+    weights: str | None = None,
+    iterations: int = 12,
+    options: dict[str, Any] | None = None,
 ) -> nn.Module:
     """``resnet20`` … ``resnet1202`` (CIFAR ResNets), ``unet<depth>`` (e.g. ``unet4``; ``width`` = first-level
-    channels) or ``torchvision:<name>`` (e.g. ``torchvision:resnet18``, ``torchvision:lraspp_mobilenet_v3_large``,
-    ``torchvision:raft_small``, with ``iterations`` refinement steps).
+    channels), ``torchvision:<name>`` (e.g. ``torchvision:resnet18``, ``torchvision:lraspp_mobilenet_v3_large``,
+    ``torchvision:raft_small``, with ``iterations`` refinement steps), ``timm:<name>`` (e.g.
+    ``timm:vit_tiny_patch16_224`` with ``options={"img_size": 32, "patch_size": 4}``) or ``hf:<class>[:<config>]``
+    (e.g. ``hf:ViTForImageClassification`` with ``options={"image_size": 32, "patch_size": 4}``; ``hkt.models.hub``).
 
     ``weights``: a registry name (``resnet56-cifar10``), a file path, ``torchvision:<weights name>`` for a
     torchvision model's published weights (e.g. ``torchvision:C_T_V2`` for RAFT, ``torchvision:DEFAULT``; downloaded
-    and hash-checked by torchvision, so online only), or ``None`` for random init.
+    and hash-checked by torchvision, so online only), ``timm:pretrained`` for timm's, or ``None`` for random init.
+    ``options``: keyword arguments of a ``timm:`` model or config attributes of an ``hf:`` one.
     """
-    published = weights.split(":", 1)[1] if weights and weights.startswith("torchvision:") else None
-    if published and not arch.startswith("torchvision:"):
-        raise ValueError(f"weights {weights!r} are torchvision's; arch {arch!r} is not a torchvision model")
-    if arch.startswith("resnet") and arch[6:].isdigit():
-        model: nn.Module = cifar_resnet(int(arch[6:]), num_classes, width, in_channels)
+    published = weights.split(":", 1)[1] if weights and weights.startswith(("torchvision:", "timm:")) else None
+    if published and not arch.startswith(weights.split(":", 1)[0] + ":"):
+        raise ValueError(f"weights {weights!r} are {weights.split(':', 1)[0]}'s; arch {arch!r} is not one of its models")
+    if options and not arch.startswith(("timm:", "hf:")):
+        raise ValueError(f"options {sorted(options)} are for timm: and hf: models; arch {arch!r} takes none")
+    if arch.startswith("timm:"):
+        model: nn.Module = timm_model(arch[5:], num_classes, in_channels, weights if published else None, options or {})
+    elif arch.startswith("hf:"):
+        model = hf_model(arch[3:], num_classes, in_channels, options or {})
+    elif arch.startswith("resnet") and arch[6:].isdigit():
+        model = cifar_resnet(int(arch[6:]), num_classes, width, in_channels)
     elif arch.startswith("unet") and arch[4:].isdigit():
         model = UNet(in_channels, num_classes, width, int(arch[4:]))
     elif arch.startswith("torchvision:raft_"):
@@ -65,7 +83,7 @@ def build_model(
     else:
         raise ValueError(
             f"unknown architecture {arch!r}: use resnet<6n+2> ({', '.join(f'resnet{d}' for d in DEPTHS)}), "
-            "unet<depth> (e.g. unet4) or torchvision:<model name>"
+            "unet<depth> (e.g. unet4), torchvision:<model name>, timm:<model name> or hf:<transformers class>"
         )
     if weights and not published:
         load_weights(model, weights)

@@ -19,7 +19,7 @@ class Task:
     monitor: ClassVar[str]
     mode: ClassVar[str] = "max"  # "min" when lower is better (e.g. end-point error)
     logits: ClassVar[bool] = True  # outputs are class logits (logit methods: dkd, dist, logit standardisation)
-    net_keys: ClassVar[frozenset[str]] = frozenset({"arch", "weights", "width"})  # keys of the parent / child sections
+    net_keys: ClassVar[frozenset[str]] = frozenset({"arch", "weights", "width", "options", "output"})  # parent / child keys
 
     def __init__(self) -> None:  # the task's options (config section ``task``) are its keyword arguments
         pass
@@ -39,6 +39,9 @@ class Task:
         raise NotImplementedError
 
     def build_net(self, net: dict[str, Any], data: Any) -> nn.Module:
-        """Parent or child from a config section (``arch``, ``width``, ``weights``) sized for ``data``."""
-        options = {k: v for k, v in net.items() if k not in ("arch", "weights", "width")}
-        return build_model(net["arch"], data.num_classes, data.in_channels, net.get("width", 16), net.get("weights"), **options)
+        """Parent or child from a config section (``arch``, ``width``, ``weights``, ``options``: the architecture's own
+        keyword arguments for ``timm:`` / ``hf:`` models) sized for ``data``. ``output`` (which element of a model
+        output that is no tensor holds the logits) is applied by the run, not here."""
+        return build_model(
+            net["arch"], data.num_classes, data.in_channels, net.get("width", 16), net.get("weights"), options=net.get("options")
+        )

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from hkt.core.outputs import read_logits
 from hkt.io import RunLock, load_torch, write_atomic
 from hkt.io.lock import is_secondary_rank
 from hkt.methods import build_method
@@ -44,7 +45,10 @@ def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
     task = task_of(cfg)
     data = task.data_class(**cfg["data"], train_seed=cfg["seed"])
     data.setup()
-    nets = {role: task.build_net(cfg[role], data) for role in ("parent", "child") if cfg[role].get("arch")}
+    nets = {
+        role: read_logits(task.build_net(cfg[role], data), cfg[role].get("output"), role)
+        for role in ("parent", "child") if cfg[role].get("arch")
+    }
     options = dict(cfg["method"])
     example = data.example_input()
     method = build_method(options.pop("name"), nets["child"], nets.get("parent"), example, task, **options)

@@ -1,0 +1,74 @@
+"""Other people's models by name: ``timm:<name>`` and ``hf:<class>[:<config>]`` (optional extras
+``pip install hkt[timm,hf]``). Built from configs, never downloaded unless asked for: ``weights: timm:pretrained``
+(timm's hub, hash-checked by it) or a local Hugging Face folder holding ``model.safetensors``.
+
+``options`` are the architecture's own keyword arguments: ``timm.create_model`` arguments (``img_size``,
+``patch_size``, ``embed_dim``, ``depth``, ``num_heads``, ...) or Hugging Face config attributes (``image_size``,
+``hidden_size``, ``num_hidden_layers``, ...). A Hugging Face classifier returns an ``ImageClassifierOutput``; the
+methods read its ``.logits`` (``hkt.core.outputs``), and ``export_child`` returns the model as built here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+def _require(module: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"{module} is not installed; install it with `pip install hkt[{extra}]` (or `pip install {module}`)") from None
+
+
+def timm_model(name: str, num_classes: int, in_channels: int, weights: str | None, options: dict[str, Any]) -> nn.Module:
+    """``timm.create_model(name, num_classes, in_chans, **options)``; ``weights='timm:pretrained'`` downloads timm's."""
+    timm = _require("timm", "timm")
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
+        raise ValueError(f"timm has no model {name!r}" + (f"; close names: {', '.join(close)}" if close else "; see timm.list_models()"))
+    pretrained = weights == "timm:pretrained"
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels, **options)
+    except TypeError as e:
+        raise ValueError(f"timm:{name} does not take options {sorted(options)}: {e}") from None
+
+
+def _hf_config(cls: Any, source: str | None, options: dict[str, Any], num_classes: int, in_channels: int) -> Any:
+    config_class = cls.config_class
+    if source is None:
+        config = config_class()
+    elif Path(source).is_file():
+        config = config_class.from_dict(json.loads(Path(source).read_text()))
+    else:  # a local folder with config.json, or a hub id (online only)
+        config = config_class.from_pretrained(source)
+    unknown = [k for k in options if not hasattr(config, k)]
+    if unknown:
+        raise ValueError(f"{config_class.__name__} has no attribute(s) {unknown}; see its documentation for the options")
+    for key, value in options.items():
+        setattr(config, key, value)
+    config.num_labels = num_classes
+    if hasattr(config, "num_channels"):
+        config.num_channels = in_channels
+    return config
+
+
+def hf_model(spec: str, num_classes: int, in_channels: int, options: dict[str, Any]) -> nn.Module:
+    """``<class>[:<config>]``: a ``transformers`` model class (e.g. ``ViTForImageClassification``) built from its
+    default config, a JSON file, a local folder or a hub id, with ``options`` set on the config. A local folder
+    with ``model.safetensors`` also loads its weights (safetensors only: nothing is unpickled)."""
+    transformers = _require("transformers", "hf")
+    name, _, source = spec.partition(":")
+    cls = getattr(transformers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        close = difflib.get_close_matches(name, [n for n in dir(transformers) if n.endswith(("Model", "ForImageClassification"))], n=5)
+        raise ValueError(f"transformers has no model class {name!r}" + (f"; close names: {', '.join(close)}" if close else ""))
+    config = _hf_config(cls, source or None, options, num_classes, in_channels)
+    if source and (Path(source) / "model.safetensors").is_file():
+        return cls.from_pretrained(source, config=config, use_safetensors=True)
+    return cls(config)
