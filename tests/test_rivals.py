@@ -60,8 +60,11 @@ def test_logit_standardization_by_hand_and_in_kd():
     _, losses = method.forward_train(x, y)
     with torch.no_grad():
         s, t = standardize(child(x)), standardize(parent(x))
+        ce = F.cross_entropy(child(x), y).item()
     by_hand = (F.kl_div(F.log_softmax(s / 2, 1), F.softmax(t / 2, 1), reduction="batchmean") * 4).item()
-    assert losses["kd"].item() == pytest.approx(by_hand, rel=1e-5)
+    # the authors' recipe for what was left unset: KD weight 9, CE weight 0.1
+    assert losses["kd"].item() == pytest.approx(9 * by_hand, rel=1e-5)
+    assert losses["task"].item() == pytest.approx(0.1 * ce, rel=1e-5)
 
 
 def test_reviewkd_hcl_by_hand_and_its_modules_never_ship():
@@ -144,8 +147,8 @@ def test_dkd_dist_and_logit_standardization_apply_per_pixel_for_segmentation():
     rows = lambda z: z.movedim(1, -1).reshape(-1, 3)  # noqa: E731
     for name, options, term, by_hand in [
         ("dkd", {"warmup": 0}, "dkd", lambda: dkd_loss(rows(s), rows(t), y.reshape(-1), 1.0, 2.0, 4.0)),
-        ("dist", {}, "dist", lambda: dist_loss(rows(s), rows(t))),
-        ("kd", {"logit_standardize": True}, "kd", lambda: F.kl_div(F.log_softmax(standardize(s) / 4, 1), F.softmax(standardize(t) / 4, 1), reduction="none").sum(1).mean() * 16),
+        ("dist", {}, "dist", lambda: 2 * dist_loss(rows(s), rows(t))),  # dist_weight 2
+        ("kd", {"logit_standardize": True, "temperature": 4.0, "kd_weight": 1.0}, "kd", lambda: F.kl_div(F.log_softmax(standardize(s) / 4, 1), F.softmax(standardize(t) / 4, 1), reduction="none").sum(1).mean() * 16),
     ]:
         method = build_method(name, child, parent, x, Segmentation(1.0), **options).eval()
         _, losses = method.forward_train(x, y)
@@ -165,3 +168,83 @@ def test_bad_rival_options_fail_before_training():
         load_config(None, ["parent.arch=resnet8", "method={name: dist, gama: 2}"])
     with pytest.raises(ConfigError, match=r"'method\.alpah'.*alpha"):
         load_config(None, ["parent.arch=resnet8", "method={name: dkd, alpah: 2}"])
+
+
+def test_logit_standardization_switch_takes_the_authors_recipe_for_unset_options_only(caplog):
+    child, parent, x = nn.Linear(4, 3), nn.Linear(4, 3), torch.randn(5, 4)
+    plain = build_method("kd", child, parent, x)
+    assert (plain.temperature, plain.kd_weight, plain.task_weight) == (4.0, 1.0, 1.0)
+    with caplog.at_level("INFO", logger="hkt"):
+        kd = build_method("kd", child, parent, x, logit_standardize=True, kd_weight=3.0)
+    assert (kd.temperature, kd.kd_weight, kd.task_weight) == (2.0, 3.0, 0.1)
+    assert "kd with logit standardisation: temperature=2 (recipe), kd_weight=3, task_weight=0.1 (recipe)" in caplog.text
+    dkd = build_method("dkd", child, parent, x, logit_standardize=True)
+    assert (dkd.alpha, dkd.beta, dkd.temperature, dkd.task_weight) == (9.0, 18.0, 2.0, 1.0)  # alpha, beta x 9 at T 2
+    assert (build_method("dkd", child, parent, x).alpha, build_method("dkd", child, parent, x).beta) == (1.0, 2.0)
+    torch.manual_seed(0)
+    child, parent = build_model("resnet8", width=4), build_model("resnet8", width=8)
+    hkt = build_method("hkt", child, parent, torch.randn(2, 3, 32, 32), genes=["avgpool"], logit_standardize=True)
+    assert (hkt.kd_weight, hkt.temperature) == (9.0, 2.0)
+    assert build_method("hkt", child, parent, torch.randn(2, 3, 32, 32), genes=["avgpool"]).kd_weight == 0.0
+
+
+def test_dist_weight_doubles_the_relation_terms_by_default():
+    child, parent, x, y = nn.Linear(4, 3), nn.Linear(4, 3), torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    _, losses = build_method("dist", child, parent, x).forward_train(x, y)
+    with torch.no_grad():
+        by_hand = dist_loss(child(x), parent(x), 1.0, 1.0, 4.0).item()
+    assert losses["dist"].item() == pytest.approx(2 * by_hand, rel=1e-6)
+
+
+def test_at_average_pools_the_larger_map_to_the_smaller():
+    from hkt.methods.at import at_loss
+
+    child = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])  # (1, 1, 2, 2): attention map (1, 0, 0, 0) after normalising
+    parent = torch.zeros(1, 1, 4, 4)
+    parent[0, 0, 2:, 2:] = 2.0  # pooled to 2x2: only the bottom-right cell, 2 -> squared 4 -> normalised (0, 0, 0, 1)
+    assert at_loss(child, parent).item() == pytest.approx((1 + 1) / 4)
+    assert at_loss(parent, child).item() == pytest.approx((1 + 1) / 4)  # the child's map may be the larger one
+
+
+def test_reviewkd_targets_are_the_parents_pre_activation_residual_sums():
+    torch.manual_seed(0)
+    parent, child = build_model("resnet14").eval(), build_model("resnet8")
+    x = torch.randn(2, 3, 32, 32)
+    method = build_method("reviewkd", child, parent, x, genes=["layer2", "layer3", "avgpool"])
+    assert [g.parent for g in method.genes] == ["layer2@preact", "layer3@preact", "avgpool"]
+    assert method.reviewkd_weight == 5.0
+    from hkt.core.extract import extracting
+
+    with torch.no_grad(), extracting(parent, method.genes, "parent") as feats:
+        parent(x)
+        # by hand: the last block of layer3 up to, not through, its final ReLU
+        h = F.relu(parent.bn1(parent.conv1(x)))
+        h = parent.layer2(parent.layer1(h))
+        for block in parent.layer3[:-1]:
+            h = block(h)
+        b = parent.layer3[-1]
+        pre = b.bn2(b.conv2(F.relu(b.bn1(b.conv1(h))))) + b.shortcut(h)
+    assert torch.allclose(feats["layer3@preact"], pre, atol=1e-6)
+    assert feats["layer3@preact"].min() < 0  # pre-activation: negative values, unlike a post-ReLU output
+    post = build_method("reviewkd", child, parent, x, genes=["layer2", "layer3", "avgpool"], preact=False)
+    assert [g.parent for g in post.genes] == ["layer2", "layer3", "avgpool"]
+
+
+def test_preact_on_a_block_without_an_activation_module_fails_naming_it():
+    parent, child = build_model("resnet14"), build_model("resnet8")
+    with pytest.raises(GeneShapeError, match="parent block 'avgpool@preact'.*no activation module"):
+        build_method("fitnet", child, parent, torch.randn(2, 3, 32, 32), genes="avgpool@preact:avgpool")
+    with pytest.raises(GeneShapeError, match="pre-activation.*HKT mixes"):
+        build_method("hkt", child, parent, torch.randn(2, 3, 32, 32), genes="layer3@preact:layer3")
+
+
+def test_lepoket_layers_start_kaiming_normal_as_the_authors_code():
+    c = 64
+    weights = {name: [] for name in ("w_q", "w_k", "w_v", "mlp0", "mlp2")}
+    for seed in range(20):
+        torch.manual_seed(seed)
+        ga = LePoKetAttention(c, rank=2)
+        for name, layer in (("w_q", ga.w_q), ("w_k", ga.w_k), ("w_v", ga.w_v), ("mlp0", ga.mlp[0]), ("mlp2", ga.mlp[2])):
+            weights[name].append(layer.weight.detach().flatten())
+    for name, w in weights.items():  # kaiming_normal_ (fan-in, gain sqrt 2): std sqrt(2 / 64) = 0.177
+        assert torch.cat(w).std().item() == pytest.approx((2 / c) ** 0.5, rel=0.08), name

@@ -20,16 +20,43 @@ from hkt.core.paths import module_at
 Hook = Callable[[nn.Module, Any, Any], Any]
 
 
+PREACT = "@preact"
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.ELU)
+
+
+def _preact_hook(block: nn.Module, path: str, role: str, hook: Hook, handles: list[RemovableHandle]) -> None:
+    """Call ``hook`` with the block's *pre-activation*: the input of the last activation module it called (a
+    ResNet stage: the residual sum before its final ReLU), cloned because activations may run in place."""
+    acts = [m for m in block.modules() if isinstance(m, ACTIVATIONS)]
+    if not acts:
+        raise GeneShapeError(
+            f"{role} block {path!r}: no activation module ({', '.join(a.__name__ for a in ACTIVATIONS)}) inside "
+            f"{type(block).__name__} to read the pre-activation from (a functional F.relu cannot be hooked); drop {PREACT} "
+            "or pick a block that calls an activation module"
+        )
+    last: list[Tensor] = []
+
+    def before(_m: nn.Module, args: tuple[Any, ...]) -> None:
+        last[:] = [args[0].clone()]
+
+    handles.extend(a.register_forward_pre_hook(before) for a in acts)
+    handles.append(block.register_forward_hook(lambda m, inp, _out: hook(m, inp, last[0])))
+
+
 @contextmanager
 def hooks(model: nn.Module, hooks_by_path: dict[str, Hook], role: str = "model") -> Iterator[None]:
     """Register forward hooks by module path for the duration of a ``with`` block, then remove them.
 
-    A hook that returns a value replaces the module's output (this is how Mixture injects).
+    A hook that returns a value replaces the module's output (this is how Mixture injects). A path ending in
+    ``@preact`` (``layer3@preact``) hands its hook the block's pre-activation instead; for extraction only.
     """
     handles: list[RemovableHandle] = []
     try:
         for path, hook in hooks_by_path.items():
-            handles.append(module_at(model, path, role).register_forward_hook(hook))
+            if path.endswith(PREACT):
+                _preact_hook(module_at(model, path[: -len(PREACT)], role), path, role, hook, handles)
+            else:
+                handles.append(module_at(model, path, role).register_forward_hook(hook))
         yield
     finally:
         for h in handles:

@@ -142,8 +142,8 @@ class DotAttention(GeneticAttention):
 
 class LePoKetAttention(GeneticAttention):
     """The follow-up's learnable GA (christian-tchenko/LePoKet, ``learnable_ga.py``): projections ``W_q``, ``W_k``,
-    ``W_v`` (bias-free, Kaiming-normal, linear for vectors and 1x1 convs for maps and tokens, so the gate is per
-    position or token), a gate MLP ``d -> d -> 1`` (ReLU, sigmoid) on ``Q ⊙ K``, and a learnable λ. Key = value = the
+    ``W_v`` (bias-free; linear for vectors and 1x1 convs for maps and tokens, so the gate is per position or token),
+    a gate MLP ``d -> d -> 1`` (ReLU, sigmoid) on ``Q ⊙ K``, and a learnable λ; all five weights Kaiming-normal. Key = value = the
     transferred parent feature. Differences from the authors' code: λ starts at ``lam`` (they draw it from U(0, 1)),
     and maps and tokens are supported (their code takes vectors only)."""
 
@@ -154,9 +154,11 @@ class LePoKetAttention(GeneticAttention):
             return pointwise(i, o, rank, bias)
 
         self.w_q, self.w_k, self.w_v = layer(channels, channels), layer(channels, channels), layer(channels, channels)
-        for w in (self.w_q, self.w_k, self.w_v):
-            nn.init.kaiming_normal_(w.weight, nonlinearity="linear")
         self.mlp = nn.Sequential(layer(channels, channels, True), nn.ReLU(), layer(channels, 1, True), nn.Sigmoid())
+        # as the authors' resnet_lga.py, whose self.apply(_weights_init) after building the gate re-initialises all five
+        # layers with kaiming_normal_ (fan-in, gain sqrt(2): std sqrt(2 / C)); biases keep PyTorch's default
+        for w in (self.w_q, self.w_k, self.w_v, self.mlp[0], self.mlp[2]):
+            nn.init.kaiming_normal_(w.weight)
         self.lam = nn.Parameter(torch.tensor(float(lam)))
 
     def mix(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from hkt.core.dual_path import frozen_running_stats, per_path_batchnorm, shared_skips, split_paths
-from hkt.core.extract import as_args, dry_run, hooks
+from hkt.core.extract import PREACT, as_args, dry_run, hooks
 from hkt.core.gene import Gene
 from hkt.core.genetic_attention import build_attention
 from hkt.core.kinds import FeatureKind
@@ -94,6 +94,10 @@ class Inheritance(nn.Module):
     ) -> None:
         super().__init__()
         self.genes = list(genes)
+        preact = [g.name for g in self.genes if PREACT in g.parent + g.child]
+        if preact:
+            raise GeneShapeError(f"gene(s) {preact}: {PREACT} reads a block's pre-activation for feature methods (reviewkd); "
+                                 "HKT mixes into block outputs, so name the block itself")
         self.native, self.reverse, self.parent_own = native, reverse, parent_own
         run = dry_run(parent, child, self.genes, example_input)
         p_feats, c_feats = run.parent, run.child

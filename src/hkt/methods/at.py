@@ -1,9 +1,9 @@
 """``at``: attention transfer (Zagoruyko & Komodakis 2017) — ``task + beta * sum over genes of
 mean((a_c - a_p)^2)``, where ``a = normalize(mean_c x^2)`` is a feature map's L2-normalised spatial attention
 (p = 2). beta = 1000 on this sum, as RepDistiller (``--distill attention -b 1000``) and mdistiller
-(``AT.LOSS.FEAT_WEIGHT: 1000``) train it on CIFAR. Where heights differ, we resize the parent's map bilinearly
-to the child's (RepDistiller and mdistiller average-pool the larger one; the two agree for the CIFAR ResNet
-stages, which have equal sizes)."""
+(``AT.LOSS.FEAT_WEIGHT: 1000``) train it on CIFAR. Where the maps' sizes differ, the larger one (child's or
+parent's) is average-pooled to the smaller (``F.adaptive_avg_pool2d``), as mdistiller's ``single_stage_at_loss``
+(``mdistiller/distillers/AT.py``)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ def attention_map(x: Tensor) -> Tensor:
 
 
 def at_loss(child: Tensor, parent: Tensor) -> Tensor:
-    """Mean squared difference of attention maps; the parent map is resized to the child's when needed."""
-    if parent.shape[-2:] != child.shape[-2:]:
-        parent = F.interpolate(parent, size=child.shape[-2:], mode="bilinear", align_corners=False)
+    """Mean squared difference of attention maps of ``(B, C, H, W)`` maps; the larger map is average-pooled to the
+    smaller one's size first."""
+    if child.shape[-2] > parent.shape[-2]:
+        child = F.adaptive_avg_pool2d(child, parent.shape[-2:])
+    elif parent.shape[-2] > child.shape[-2]:
+        parent = F.adaptive_avg_pool2d(parent, child.shape[-2:])
     return (attention_map(child) - attention_map(parent)).pow(2).mean()
 
 

@@ -6,6 +6,7 @@ sum of the dict. The parent is frozen and in eval mode whatever ``.train()`` is 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,21 @@ def standardize(logits: Tensor) -> Tensor:
     """Logit standardisation (Sun et al., CVPR 2024): z-score over the class dimension 1, before the temperature,
     as their ``normalize`` (unbiased std, ``1e-7`` added to it). ``(B, K)`` or ``(B, K, H, W)``."""
     return (logits - logits.mean(1, keepdim=True)) / (1e-7 + logits.std(1, keepdim=True))
+
+
+LS_SOURCE = "Sun et al., CVPR 2024; sunshangquan/logit-standardization-KD README: --logit-stand --base-temp 2 --kd-weight 9"
+
+
+def logit_recipe(method: str, enabled: bool, given: dict[str, float | None], plain: dict[str, float],
+                 recipe: dict[str, float]) -> dict[str, float]:
+    """Each option of ``given`` the user left at ``None`` takes its ``plain`` default, or with logit standardisation
+    (``enabled``) the authors' recipe (T 2, KD weight 9, CE 0.1 for KD; DKD's alpha, beta x 9); the values used with
+    standardisation are logged."""
+    values = {k: (v if v is not None else (recipe if enabled else plain)[k]) for k, v in given.items()}
+    if enabled:
+        shown = ", ".join(f"{k}={values[k]:g}" + ("" if given[k] is not None else " (recipe)") for k in values)
+        logging.getLogger("hkt").info("%s with logit standardisation: %s [%s]", method, shown, LS_SOURCE)
+    return values
 
 
 def standardized(enabled: bool, *logits: Tensor) -> tuple[Tensor, ...]:

@@ -1,10 +1,12 @@
 """``dist``: DIST, Knowledge Distillation from A Stronger Teacher (Huang et al., NeurIPS 2022) —
-``task + beta * inter + gamma * intra``, relations of the softened predictions ``softmax(z / T)``:
+``task + dist_weight * (beta * inter + gamma * intra)``, relations of the softened predictions ``softmax(z / T)``:
 
 - inter-class: ``1 - mean over samples of Pearson(p_child[i, :], p_parent[i, :])``;
 - intra-class: ``1 - mean over classes of Pearson(p_child[:, k], p_parent[:, k])`` (across the batch);
 
-both times T². Defaults as the authors' ``DIST`` module (hunto/DIST_KD): beta 1, gamma 1, T 4. For segmentation
+both times T². Defaults as the authors (hunto/DIST_KD): beta 1, gamma 1, T 4 (their ``DIST`` module), and an
+overall ``dist_weight`` of 2 (``kd_loss_weight: 2`` in their CIFAR recipe ``configs/strategies/distill/dist_cifar.yaml``
+and in the ImageNet one), so the effective weights are beta = gamma = 2. For segmentation
 every pixel is a row (per-pixel logits), so the intra-class relation runs across all pixels of the batch.
 """
 
@@ -43,10 +45,12 @@ class DIST(Method):
         gamma: float = 1.0,
         temperature: float = 4.0,
         task_weight: float = 1.0,
+        dist_weight: float = 2.0,
         task_loss: TaskLoss = F.cross_entropy,
     ) -> None:
         super().__init__(child, parent, task_loss)
         self.beta, self.gamma, self.temperature, self.task_weight = beta, gamma, temperature, task_weight
+        self.dist_weight = dist_weight
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         with torch.no_grad():
@@ -54,5 +58,5 @@ class DIST(Method):
         out = self.child(x)
         return out, {
             "task": self.task_weight * self.task_loss(out, y),
-            "dist": dist_loss(as_rows(out)[0], as_rows(teacher)[0], self.beta, self.gamma, self.temperature),
+            "dist": self.dist_weight * dist_loss(as_rows(out)[0], as_rows(teacher)[0], self.beta, self.gamma, self.temperature),
         }

@@ -5,6 +5,18 @@ non-target classes (the target logit masked out by subtracting 1000 before the s
 and times T², summed over classes and averaged over samples (per pixel for segmentation). ``w(t)`` warms up
 linearly, ``min(epoch / warmup, 1)``. Defaults as mdistiller (``mdistiller/distillers/DKD.py``; ``configs/cifar100/
 dkd/res56_res20.yaml``: alpha 1, beta 2, T 4, warm-up 20 epochs, CE weight 1).
+
+beta is set per pair in the authors' configs (mdistiller ``configs/cifar100/dkd/*.yaml``):
+
+| pairs | beta |
+|---|---|
+| most, e.g. res32x4 -> res8x4, res32x4 -> ShuffleNet, res50 -> MobileNetV2 (the ``cfg.py`` default) | 8 |
+| VGG and WRN pairs, e.g. vgg13 -> vgg8, wrn40_2 -> wrn16_2 | 6 |
+| res56 -> res20 and res110 -> res32 only | 2 |
+
+Our default (2) is the res56 -> res20 pair of our CIFAR grids; set ``beta`` for another pair, or search it.
+``logit_standardize: true`` z-scores the logits and, for the options left unset, takes the authors' recipe: T 2,
+alpha and beta x 9 (logit-standardization-KD multiplies DKD's weights by ``--kd-weight 9``); values are logged.
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.methods.base import WARMUP_UNITS, Method, TaskLoss, as_rows, standardized, warmup_factor
+from hkt.methods.base import WARMUP_UNITS, Method, TaskLoss, as_rows, logit_recipe, standardized, warmup_factor
 
 
 def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 2.0, temperature: float = 4.0) -> Tensor:
@@ -38,9 +50,9 @@ class DKD(Method):
         self,
         child: nn.Module,
         parent: nn.Module,
-        alpha: float = 1.0,
-        beta: float = 2.0,
-        temperature: float = 4.0,
+        alpha: float | None = None,
+        beta: float | None = None,
+        temperature: float | None = None,
         task_weight: float = 1.0,
         warmup: float = 20.0,
         warmup_unit: str = "epochs",
@@ -50,7 +62,11 @@ class DKD(Method):
         super().__init__(child, parent, task_loss)
         if warmup_unit not in WARMUP_UNITS:
             raise ValueError(f"method.warmup_unit must be one of {', '.join(WARMUP_UNITS)}, got {warmup_unit!r}")
-        self.alpha, self.beta, self.temperature, self.task_weight = alpha, beta, temperature, task_weight
+        v = logit_recipe(
+            "dkd", logit_standardize, {"alpha": alpha, "beta": beta, "temperature": temperature},
+            plain={"alpha": 1.0, "beta": 2.0, "temperature": 4.0}, recipe={"alpha": 9.0, "beta": 18.0, "temperature": 2.0},
+        )
+        self.alpha, self.beta, self.temperature, self.task_weight = v["alpha"], v["beta"], v["temperature"], task_weight
         self.warmup, self.warmup_unit, self.logit_standardize = warmup, warmup_unit, logit_standardize
         self._w = warmup_factor(warmup, warmup_unit, 0, 0)
 

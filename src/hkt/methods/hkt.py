@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from hkt.core.gene import parse_genes
 from hkt.core.inheritance import Inheritance
-from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, standardized
+from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, logit_recipe, standardized
 
 LAM_SCHEDULES = ("constant", "linear", "cosine")
 
@@ -31,12 +31,14 @@ class HKT(Method):
             learnable GA; ``lam`` is its λ's initial value).
         lam_schedule, lam_final: move the inheritance rate from ``lam`` to ``lam_final`` over training, per step
             (``linear`` or ``cosine``; ``constant`` = off): every gate is scaled by ``lam(t) / lam``.
-        logit_standardize: z-score the logits before the temperature in the KD term (Sun et al., CVPR 2024).
+        logit_standardize: z-score the logits before the temperature in the KD term (Sun et al., CVPR 2024); the KD
+            options left unset then take the authors' recipe, T 2 and KD weight 9 (so the switch alone turns the KD
+            term on); the values used are logged.
         adapter: Transfer, ``auto`` (identity where parent and child shapes agree, the reference) or ``learned``
             (always a trainable adapter, identity at step 0: channel k of the parent need not mean channel k of
             the child).
         w_child, w_inherit, w_parent: weights of the three task-loss terms (reference: 1, 1, 1).
-        kd_weight, temperature: optional Hinton KD term on the child's logits (0 = off).
+        kd_weight, temperature: optional Hinton KD term on the child's logits (default 0 = off, T 4).
     """
     uses_hooks = True  # Extraction / Mixture hooks per step
 
@@ -52,8 +54,8 @@ class HKT(Method):
         w_child: float = 1.0,
         w_inherit: float = 1.0,
         w_parent: float = 1.0,
-        kd_weight: float = 0.0,
-        temperature: float = 4.0,
+        kd_weight: float | None = None,
+        temperature: float | None = None,
         adapter: str = "auto",
         lam_schedule: str = "constant",
         lam_final: float | None = None,
@@ -73,7 +75,9 @@ class HKT(Method):
         self.logit_standardize = logit_standardize
         self.distill_loss = distill_loss
         self.w_child, self.w_inherit, self.w_parent = w_child, w_inherit, w_parent
-        self.kd_weight, self.temperature = kd_weight, temperature
+        v = logit_recipe("hkt", logit_standardize, {"kd_weight": kd_weight, "temperature": temperature},
+                         plain={"kd_weight": 0.0, "temperature": 4.0}, recipe={"kd_weight": 9.0, "temperature": 2.0})
+        self.kd_weight, self.temperature = kd_weight, temperature = v["kd_weight"], v["temperature"]
         self.inheritance = Inheritance(
             parent, child, parse_genes(genes), example_input, attention, lam, parent_weight,
             native=w_child > 0 or kd_weight > 0, reverse=w_parent > 0, parent_own=kd_weight > 0, adapter=adapter,

@@ -6,20 +6,30 @@ fusion block (ABF: 1x1 conv + BN to ``mid`` channels; from the second deepest on
 of the deeper one by two per-position sigmoid weights; then a 3x3 conv + BN to the parent's channels at the parent's
 size). Hierarchical context loss (HCL): MSE at full size plus MSE of 4x4, 2x2, 1x1 average pools, weights 1, ½, ¼, ⅛,
 normalised. A vector gene (e.g. the pooled feature) counts as a 1x1 map. The ABF blocks train with the child and
-are never exported. Defaults as mdistiller (``mdistiller/distillers/ReviewKD.py``, its CIFAR config): weight 1,
-warm-up 20 epochs, mid channels ``min(512, deepest child channels)``, nearest-neighbour resizing.
+are never exported.
+
+The parent's targets are its **pre-activation** stage outputs (``preact: true``), as both authors' codes read them:
+dvlab's ``teacher(images, is_feat=True, preact=True)`` and mdistiller's ``features_teacher["preact_feats"]``; the
+child's features are post-activation (mdistiller's ``REVIEWKD.STU_PREACT: False``). Each parent gene whose block
+calls an activation module is read before its last one (``<path>@preact``, ``hkt.core.extract``): for a ResNet stage,
+the residual sum before the final ReLU, which takes negative values; a gene without one (the pooled feature) is
+read as it is, as the authors do. Defaults as mdistiller (``mdistiller/distillers/ReviewKD.py``; weight 5.0 from
+its CIFAR config ``configs/cifar100/reviewkd.yaml``, ``REVIEWKD_WEIGHT: 5.0``; 1.0 is only the ``cfg.py``
+fallback): warm-up 20 epochs, mid channels ``min(512, deepest child channels)``, nearest-neighbour resizing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.core.extract import dry_run, extracting
+from hkt.core.extract import ACTIVATIONS, PREACT, dry_run, extracting
 from hkt.core.gene import Gene, parse_genes
+from hkt.core.paths import module_at
 from hkt.methods.base import WARMUP_UNITS, Method, TaskLoss, warmup_factor
 
 
@@ -65,6 +75,16 @@ def _as_map(t: Tensor) -> Tensor:
     return t[..., None, None] if t.dim() == 2 else t
 
 
+def _preact(gene: Gene, parent: nn.Module) -> Gene:
+    """``gene`` with its parent side read before the block's last activation, where the block calls one."""
+    if gene.parent.endswith(PREACT):
+        return gene
+    block = module_at(parent, gene.parent, "parent")
+    if not any(isinstance(m, ACTIVATIONS) for m in block.modules()):
+        return gene
+    return dataclasses.replace(gene, parent=gene.parent + PREACT)
+
+
 def _pairs(genes: Any) -> list[Gene]:
     """Genes as pairs (``[a, b:c, ...]``) or as two lists ``{parent: [...], child: [...]}`` of equal length."""
     if isinstance(genes, dict) and isinstance(genes.get("parent"), list):
@@ -87,16 +107,19 @@ class ReviewKD(Method):
         parent: nn.Module,
         genes: Any,
         example_input: Any,
-        reviewkd_weight: float = 1.0,
+        reviewkd_weight: float = 5.0,
         task_weight: float = 1.0,
         warmup: float = 20.0,
         warmup_unit: str = "epochs",
+        preact: bool = True,
         task_loss: TaskLoss = F.cross_entropy,
     ) -> None:
         super().__init__(child, parent, task_loss)
         if warmup_unit not in WARMUP_UNITS:
             raise ValueError(f"method.warmup_unit must be one of {', '.join(WARMUP_UNITS)}, got {warmup_unit!r}")
         self.genes = _pairs(genes)
+        if preact:
+            self.genes = [_preact(g, parent) for g in self.genes]
         self.reviewkd_weight, self.task_weight, self.warmup, self.warmup_unit = reviewkd_weight, task_weight, warmup, warmup_unit
         run = dry_run(parent, child, self.genes, example_input)
         # tokens and NHWC maps are reviewed as NCHW maps on their grid (hkt.core.kinds)

@@ -2,7 +2,8 @@
 with the published akamaster/pytorch_resnet_cifar10 checkpoints (after stripping ``module.``).
 
 Blocks a gene can name: ``conv1``, ``bn1``, ``layer1``/``layer2``/``layer3`` (and ``layer2.0`` ...),
-``avgpool`` (pooled ``(B, 4w)`` feature, the reference gene) and ``linear`` (logits).
+``avgpool`` (pooled ``(B, 4w)`` feature, the reference gene) and ``linear`` (logits); ``layer3@preact`` reads a
+stage before its last ReLU (the residual sum), as ReviewKD's targets.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
             self.shortcut = PadShortcut((planes - in_planes) // 2)
+        self.relu = nn.ReLU()  # a module (called twice, as torchvision's), so `layer3@preact` can read its last input
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.relu(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
