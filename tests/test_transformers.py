@@ -197,3 +197,39 @@ def test_vit_children_export_to_onnx_and_pt2_with_parity(tmp_path):
         for fmt in ("safetensors", "onnx", "pt2"):
             assert report["formats"][fmt]["ok"], (name, fmt, report["formats"][fmt])
             assert report["formats"][fmt]["max_abs_diff"] <= TOLERANCE[fmt]
+
+
+def test_dict_outputs_name_their_logits_and_gene_elements_by_key():
+    from hkt.core.outputs import read_logits
+
+    class Dicts(nn.Module):  # torchvision-detection-style dicts, at the block and at the model
+        def __init__(self, width):
+            super().__init__()
+            self.stem, self.block, self.head = nn.Conv2d(3, width, 3, 2, 1), nn.Conv2d(width, width, 3, 1, 1), nn.Linear(width, 10)
+
+        def forward(self, x):
+            feats = {"aux": torch.zeros(1), "map": torch.relu(self.block(self.stem(x)))}
+            return {"features": feats["map"], "out": self.head(feats["map"].mean((2, 3)))}
+
+    class Wrapped(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.body = Dicts(width)
+
+        def forward(self, x):
+            return self.body(x)
+
+    child, parent = read_logits(Wrapped(8), "out"), read_logits(Wrapped(16), "out")
+    method = HKT(child, parent, genes=[{"parent": "body", "child_element": "features", "parent_element": "features"}], example_input=X[:2])
+    assert method.inheritance.child_kinds[0] == FeatureKind("nchw", 8, (16, 16))
+    step(method)
+    with pytest.raises(GeneShapeError, match="'body'.*dict with keys \\[features, out\\].*'feats'"):
+        HKT(Wrapped(8), Wrapped(16), genes=[{"parent": "body", "element": "feats"}], example_input=X[:2])
+
+
+def test_nhwc_map_to_vit_tokens_goes_through_the_patch_grid():
+    from hkt.core.transfer import build_adapter
+
+    x = torch.arange(8.0).reshape(1, 2, 2, 2)  # NHWC (1, H=2, W=2, C=2)
+    out = build_adapter(FeatureKind("nhwc", 2, (2, 2)), FeatureKind("tokens", 2, (2, 2), 1))(x)
+    assert torch.equal(out, x.reshape(1, 4, 2).transpose(1, 2))  # patch tokens row-major, channels first; cls native
