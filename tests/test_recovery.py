@@ -108,7 +108,7 @@ def test_scientific_notation_is_a_number_and_types_are_checked(tmp_path):
         load_config(None, ["optim.lr='1e-3'"])
     with pytest.raises(ConfigError, match=r"'trainer\.max_epochs' must be .*int.*got 2\.5"):
         load_config(None, ["trainer.max_epochs=2.5"])
-    with pytest.raises(ConfigError, match=r"'method\.temperature' must be float, got 'hot'"):
+    with pytest.raises(ConfigError, match=r"'method\.temperature' must be float \| None, got 'hot'"):
         load_config(None, ["parent.arch=resnet8", "method={name: kd, temperature: hot}"])
 
 
