@@ -65,3 +65,11 @@ def test_headline_verdict_matches_the_adjusted_statistics():
         assert not [w for w in wins if w[1] in ("ce", "kd")], f"the headline denies wins over ce/kd that exist: {wins}"
     for method, ref in wins:
         assert f"`{method}`" in headline and f"`{ref}`" in headline, f"the headline must name {method} beating {ref}"
+
+
+def test_readme_step_cost_rows_equal_the_committed_benchmark():
+    """Every row of benchmarks/results/step_cost.md's tables appears in README as it is (method names aside)."""
+    rows = [line for line in (ROOT / "benchmarks" / "results" / "step_cost.md").read_text().splitlines()
+            if line.startswith("| ") and "median step" not in line]
+    readme = (ROOT / "README.md").read_text()
+    assert len(rows) == 18 and all(row in readme for row in rows), [r for r in rows if r not in readme]
