@@ -130,3 +130,13 @@ def test_holm_by_hand():
     # sorted p 0.01, 0.02, 0.04 (m = 3): 0.03, max(0.03, 0.04) = 0.04, max(0.04, 0.04) = 0.04; nan is not counted
     assert holm([0.04, 0.01, float("nan"), 0.02]) == pytest.approx([0.04, 0.03, float("nan"), 0.04], nan_ok=True)
     assert holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_grid_sampler_runs_every_point_once_through_ask_and_tell(tmp_path, monkeypatch):
+    # Optuna's GridSampler calls study.stop() after its last point, an error outside study.optimize
+    space = {"optim.lr": {"choices": [0.01, 0.02, 0.04]}}
+    ce = {"ce": {"method": {"name": "ce"}, "parent": {"arch": None, "weights": None}}}
+    grid = load_grid(grid_with_search(tmp_path, {"trials": 3, "tuning_seeds": [7], "sampler": "grid", "space": space}, ce))
+    monkeypatch.setattr(search_mod, "_objective", lambda g, m, n, p: (p["optim.lr"], {7: p["optim.lr"]}, 0.0))
+    assert search_mod.tune(grid) == {"ce": {"optim.lr": 0.04}}
+    assert sorted(r["params"]["optim.lr"] for r in search_mod.trial_records(grid["out_dir"], "ce")) == [0.01, 0.02, 0.04]

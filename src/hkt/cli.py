@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import logging
 import pickle
 import sys
 from pathlib import Path
 
 from hkt.config import load_config
+from hkt.training.quiet import quiet, show_hkt_log
 
 
 def _overrides(extra: list[str]) -> list[str]:
@@ -48,18 +48,53 @@ def explain(e: BaseException) -> str:
     return str(text) or type(e).__name__
 
 
-def _show_hkt_log() -> None:
-    """``hkt``'s own INFO lines (e.g. one per gene: path, kind, shapes, adapter) on stderr, once."""
-    log = logging.getLogger("hkt")
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[hkt] %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+def _genes(args: argparse.Namespace, extra: list[str]) -> str:
+    """``hkt genes``: the surveys of both networks and the proposed genes, as a table or a YAML ``genes:`` block."""
+    import torch
+
+    from hkt.config import load_yaml
+    from hkt.core.survey import propose, survey
+    from hkt.core.transfer import build_adapter
+    from hkt.core.inheritance import _adapter_name
+    from hkt.models import build_model
+
+    if args.config:
+        from hkt.training.run import task_of
+
+        cfg = load_config(args.config, _overrides(extra))
+        task = task_of(cfg)
+        data = task.data_class(**cfg["data"], train_seed=cfg["seed"])
+        data.setup()
+        example = data.example_input(2)
+        nets = {role: task.build_net(cfg[role], data) for role in ("parent", "child") if cfg[role].get("arch")}
+    else:
+        if not (args.parent and args.child):
+            raise ValueError("hkt genes needs -c CONFIG, or both --parent ARCH and --child ARCH")
+        c, h, w = (int(v) for v in args.input.split(","))
+        example = torch.randn(2, c, h, w)
+        nets = {role: build_model(arch, args.classes, c, options=load_yaml(opts) or None)
+                for role, arch, opts in (("parent", args.parent, args.parent_options), ("child", args.child, args.child_options))}
+    if "parent" not in nets:
+        raise ValueError("the config has no parent (parent.arch); hkt genes pairs a parent's blocks with a child's")
+    from hkt.core.outputs import read_logits
+
+    nets = {role: read_logits(net, role=role) for role, net in nets.items()}
+    (p_blocks, p_out), (c_blocks, c_out) = survey(nets["parent"], example, "parent"), survey(nets["child"], example, "child")
+    pairs = propose(p_blocks, c_blocks, p_out, c_out)
+    if args.format == "yaml":
+        return "genes:\n" + "".join(f"  - {{parent: {p.path}, child: {c.path}}}\n" for p, c in pairs).rstrip()
+    lines = []
+    for role, blocks in (("parent", p_blocks), ("child", c_blocks)):
+        lines += [f"{role} ({type(nets[role]).__name__}): {len(blocks)} modules", ""]
+        width = max(len(b.path) for b in blocks)
+        lines += [f"  {b.path:<{width}}  {b.describe()}" for b in blocks] + [""]
+    lines.append("proposed genes (parent -> child: adapter):")
+    for p, c in pairs:
+        lines.append(f"  {p.path} -> {c.path}: {_adapter_name(build_adapter(p.kind, c.kind, f'{p.path}:{c.path}'))}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    _show_hkt_log()
     parser = argparse.ArgumentParser(prog="hkt", description="Hereditary Knowledge Transfer: train a small child with genes inherited from a frozen parent.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_fit = sub.add_parser("fit", help="train (resumable), select on validation, test once")
@@ -77,20 +112,37 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--out", default="runs/demo")
     p_demo.add_argument("--epochs", type=int, default=4)
     p_demo.add_argument("--train-subset", type=int, default=15000)
+    p_genes = sub.add_parser("genes", help="list every module's output kind and shape; propose genes to pair")
+    p_genes.add_argument("--config", "-c", help="YAML config: its parent, child and data (the task's example input)")
+    p_genes.add_argument("--parent", help="parent arch (instead of a config), e.g. resnet56, timm:resnet18")
+    p_genes.add_argument("--child", help="child arch (instead of a config), e.g. resnet20, timm:vit_tiny_patch16_224")
+    p_genes.add_argument("--parent-options", default="{}", help="YAML dict of the parent's options (timm / hf models)")
+    p_genes.add_argument("--child-options", default="{}", help="YAML dict of the child's options (timm / hf models)")
+    p_genes.add_argument("--input", default="3,32,32", help="C,H,W of the example input without a config (default 3,32,32)")
+    p_genes.add_argument("--classes", type=int, default=10, help="number of classes without a config")
+    p_genes.add_argument("--format", choices=("table", "yaml"), default="table", help="yaml: only a genes: block to paste")
     p_cmp = sub.add_parser("compare", help="methods x seeds at equal budget (resumable); summary with paired t-tests")
     p_cmp.add_argument("--config", "-c", required=True, help="grid YAML (see configs/compare_*.yaml)")
     p_cmp.add_argument("--only", nargs="+", help="run only these methods")
     p_cmp.add_argument("--summarize-only", "--summarize", dest="summarize", action="store_true",
                        help="train nothing: rebuild summary.md/json (and plots) from the committed records in out_dir")
-    for p in (p_fit, p_test, p_exp, p_demo, p_cmp):
+    p_fit.add_argument("--json", action="store_true", help="print the run's result as JSON (for scripts)")
+    for p in (p_fit, p_test, p_exp, p_demo, p_cmp, p_genes):
         p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+        p.add_argument("--verbose", action="store_true", help="also show Lightning's banners, tips and model summary")
     args, extra = parser.parse_known_args(argv)
+    show_hkt_log()
+    if not args.verbose:
+        quiet()
 
     try:
         if args.command == "demo":
             from hkt.demo import run_demo
 
             run_demo(args.out, args.epochs, args.train_subset)
+            return 0
+        if args.command == "genes":
+            print(_genes(args, extra))
             return 0
         if args.command == "compare":
             from hkt.compare.grid import load_grid, run_grid
@@ -105,12 +157,15 @@ def main(argv: list[str] | None = None) -> int:
             print((Path(grid["out_dir"]) / "summary.md").read_text())
             return 0
         cfg = load_config(args.config, _overrides(extra))
+        # Lightning's model summary (with its FLOPs column) unless asked for; hkt's start line gives the parameters
+        cfg["trainer"].setdefault("enable_model_summary", bool(args.verbose))
         if args.command == "fit":
             from hkt.training.run import fit
 
             rec = fit(cfg, resume=args.resume)
-            shown = {k: v for k, v in rec.items() if k in ("best_epoch", "fit_wall_s") or k.startswith(("val_", "test_"))}
-            print(json.dumps(shown, indent=1))
+            if args.json:
+                shown = {k: v for k, v in rec.items() if k in ("best_epoch", "fit_wall_s") or k.startswith(("val_", "test_"))}
+                print(json.dumps(shown, indent=1))
         elif args.command == "test":
             from hkt.training.run import test
 

@@ -158,6 +158,9 @@ def open_study(grid: dict[str, Any], method: str) -> Any:
     dists = {k: distribution(method, k, v) for k, v in spaces(grid)[method].items()}
     if search.get("sampler", "tpe") == "grid":
         sampler: Any = optuna.samplers.GridSampler({k: list(d.choices) for k, d in dists.items()}, seed=seed)
+        # its study.stop() once every point has run is an error outside study.optimize (we ask and tell): the trial
+        # budget ends the search instead
+        sampler.after_trial = lambda *args: None
     else:
         sampler = optuna.samplers.TPESampler(seed=seed)
     direction = "maximize" if grid["metric"]["higher_is_better"] else "minimize"

@@ -162,11 +162,12 @@ def input_size(example_input: Any) -> tuple[int, int] | None:
 
 
 def _fits(h: int, w: int, size: tuple[int, int] | None) -> bool:
-    """``h x w`` is a grid of an ``H x W`` input: no larger than it, with its aspect ratio (to rounding)."""
+    """``h x w`` is a grid of an ``H x W`` input: no larger than it, with its aspect ratio up to the rounding of a
+    stride (``h = H / s`` rounded up or down, likewise ``w``, leaves ``|h W - w H| < max(H, W)``)."""
     if size is None:
         return True
     big_h, big_w = size
-    return 0 < h <= big_h and 0 < w <= big_w and abs(h * big_w - w * big_h) <= big_h + big_w
+    return 0 < h <= big_h and 0 < w <= big_w and abs(h * big_w - w * big_h) < max(big_h, big_w)
 
 
 def _token_grid(n: int, prefix: int, size: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -231,9 +232,12 @@ def infer_kind(t: Tensor, role: str, path: str, size: tuple[int, int] | None, de
                 f"the {size[0]}x{size[1]} input; {fix}"
             )
         else:
-            layout = "nchw"  # neither order is a grid of the input (e.g. a non-image input): PyTorch's convention
+            raise GeneShapeError(
+                f"{where}: output {shape} is no grid of the {size[0]}x{size[1]} input in either order (NCHW or NHWC); "
+                f"if it is a map all the same, {fix}"
+            )
     elif layout not in ("nchw", "nhwc"):
         raise GeneShapeError(f"{where}: declared layout {layout!r}, but its output {shape} has 4 dims (a map)")
-    elif not (nchw if layout == "nchw" else nhwc):
-        raise GeneShapeError(f"{where}: declared layout {layout}, but {shape} has no grid of the input there; check the layout")
+    elif not (nchw if layout == "nchw" else nhwc) and (nhwc if layout == "nchw" else nchw):
+        raise GeneShapeError(f"{where}: declared layout {layout}, but {shape} is a grid of the input only in the other order; check the layout")
     return FeatureKind("nchw", a, (b, c)) if layout == "nchw" else FeatureKind("nhwc", c, (a, b))

@@ -81,9 +81,16 @@ def build_model(
     elif arch.startswith("torchvision:"):
         model = _torchvision(arch.split(":", 1)[1], num_classes, in_channels, published)
     else:
+        import difflib
+
+        import torchvision
+
+        known = [f"resnet{d}" for d in DEPTHS] + ["unet3", "unet4", "unet5"] + [f"torchvision:{n}" for n in torchvision.models.list_models()]
+        close = difflib.get_close_matches(arch, known, n=4, cutoff=0.6)
         raise ValueError(
-            f"unknown architecture {arch!r}: use resnet<6n+2> ({', '.join(f'resnet{d}' for d in DEPTHS)}), "
-            "unet<depth> (e.g. unet4), torchvision:<model name>, timm:<model name> or hf:<transformers class>"
+            f"unknown architecture {arch!r}{' (close names: ' + ', '.join(close) + ')' if close else ''}: use resnet<6n+2> "
+            f"({', '.join(f'resnet{d}' for d in DEPTHS)}), unet<depth> (e.g. unet4), torchvision:<model name>, "
+            "timm:<model name> or hf:<transformers class>"
         )
     if weights and not published:
         load_weights(model, weights)

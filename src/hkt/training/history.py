@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -13,12 +14,25 @@ import lightning as L
 from hkt.io import write_atomic
 
 
+def epoch_line(row: dict[str, float], epochs: int, seconds: float) -> str:
+    """``epoch 2/4: train loss 0.3214 (child 0.12, inherit 0.11, parent 0.09) | val acc 0.8832 | gate avgpool 0.031 | 95 s``"""
+    terms = {k[6:]: v for k, v in row.items() if k.startswith("train/") and k not in ("train/loss", "train/lr")}
+    parts = [f"train loss {row.get('train/loss', float('nan')):.4g}" + (f" ({', '.join(f'{k} {v:.3g}' for k, v in terms.items())})"
+                                                                      if len(terms) > 1 else "")]
+    parts += [f"{k.replace('/', ' ')} {v:.4g}" for k, v in row.items() if k.startswith("val/")]
+    parts += [f"{k.replace('/', ' ')} {v:.3g}" for k, v in row.items() if k.startswith(("gate/", "warmup/", "lam/"))]
+    return f"epoch {int(row['epoch']) + 1}/{epochs}: " + " | ".join(parts) + f" | {seconds:.0f} s"
+
+
 class History(L.Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.epochs: list[dict[str, float]] = []
         self.step_times: list[float] = []
-        self._t0 = 0.0
+        self._t0 = self._epoch_t0 = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._epoch_t0 = time.perf_counter()
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._t0 = time.perf_counter()
@@ -35,6 +49,7 @@ class History(L.Callback):
         self.epochs.append(row)
         if trainer.is_global_zero:
             write_atomic(self.path, json.dumps(self.summary(), indent=1))
+            logging.getLogger("hkt").info(epoch_line(row, trainer.max_epochs, time.perf_counter() - self._epoch_t0))
 
     def summary(self) -> dict[str, Any]:
         steady = self.step_times[5:] or self.step_times

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import Tensor, nn
 
@@ -20,8 +20,8 @@ OPTIM_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "nesterov", "schedu
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss, or after a step a weight or buffer of the child, became NaN/inf; the run stops and its
-    last good checkpoint (which never holds a non-finite value) is kept."""
+    """The training loss, or after a step a weight or buffer of the child, became NaN/inf; the run stops before any
+    checkpoint holds it (``hkt.training.run`` adds what to do: resume from the last checkpoint, or start again)."""
 
 
 class ParentInOptimizerError(RuntimeError):
@@ -100,10 +100,7 @@ class MethodModule(L.LightningModule):
         loss = torch.stack(list(losses.values())).sum()
         if not math.isfinite(loss.item()):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            raise NonFiniteLossError(
-                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} ({parts}). "
-                "The last good checkpoint is kept; lower the learning rate or use 32-bit precision, then resume."
-            )
+            raise NonFiniteLossError(f"non-finite training loss in epoch {self.current_epoch + 1} (step {self.global_step}): the loss ({parts})")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True)
@@ -128,10 +125,13 @@ class MethodModule(L.LightningModule):
         finite = torch.stack(torch._foreach_norm([t for _, t in named])).isfinite().all()
         if not bool(finite):
             bad = [n for n, t in named if not torch.isfinite(t).all()]
+            what = "non-finite values in"
+            if not bad:  # every value finite, but a norm overflowed: weights too large for their dtype
+                bad = [n for n, t in named if not torch.isfinite(torch.linalg.vector_norm(t.float()))]
+                what = "values too large for float32 (their norm overflows) in"
             raise NonFiniteLossError(
-                f"non-finite weights after the step at epoch {self.current_epoch}, step {self.global_step} ({', '.join(bad[:3])}"
-                f"{' …' if len(bad) > 3 else ''}). The last good checkpoint is kept; lower the learning rate "
-                "(e.g. optim.lr=...) and resume with --resume."
+                f"non-finite weights after step {self.global_step} (epoch {self.current_epoch + 1}): {what} "
+                f"{', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -165,7 +165,8 @@ class MethodModule(L.LightningModule):
             for group in opt.param_groups:
                 group["lr"] = self.lr
         msg = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        rank_zero_info(f"hkt: resuming with changed optimiser settings ({msg}); the restored optimiser and schedule now follow them")
+        if self.trainer.is_global_zero:
+            logging.getLogger("hkt").info(f"resuming with changed optimiser settings ({msg}); the restored optimiser and schedule now follow them")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -3,7 +3,10 @@ config, fail on bad input before training starts, and write results atomically."
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,9 @@ from hkt.tasks import Task, build_task
 from hkt.training.checkpoint_io import AtomicCheckpointIO
 from hkt.training.fast_path import channels_last, check_precision, compile_nets
 from hkt.training.history import History
-from hkt.training.module import MethodModule
+from hkt.training.module import MethodModule, NonFiniteLossError
+
+log = logging.getLogger("hkt")
 
 
 def task_of(cfg: dict[str, Any]) -> Task:
@@ -123,14 +128,62 @@ def make_trainer(cfg: dict[str, Any]) -> tuple[L.Trainer, ModelCheckpoint, Histo
     return trainer, best, history
 
 
-def _rotate_logs(out: Path) -> None:
-    """Lightning's CSV logger deletes an existing ``metrics.csv``; keep it as ``metrics.<n>.csv`` instead."""
+def _rotate_logs(out: Path) -> Path | None:
+    """Lightning's CSV logger deletes an existing ``metrics.csv``; keep it as ``metrics.<n>.csv`` (the backup,
+    returned) so that ``_join_logs`` can carry its rows over."""
     csv = out / "logs" / "metrics.csv"
-    if csv.is_file():
-        n = 1
-        while (csv.parent / f"metrics.{n}.csv").exists():
-            n += 1
-        csv.rename(csv.parent / f"metrics.{n}.csv")
+    if not csv.is_file():
+        return None
+    n = 1
+    while (csv.parent / f"metrics.{n}.csv").exists():
+        n += 1
+    csv.rename(csv.parent / f"metrics.{n}.csv")
+    return csv.parent / f"metrics.{n}.csv"
+
+
+def _join_logs(out: Path, backup: Path | None, resumed_at: int) -> None:
+    """After a resume, ``metrics.csv`` holds every epoch in order: the backup's rows of the epochs before
+    ``resumed_at`` (the rows of the interrupted epoch are replaced by the resumed run's), then this run's rows."""
+    current = out / "logs" / "metrics.csv"
+    if backup is None or not backup.is_file():
+        return
+    with open(backup, newline="") as f:
+        old = [r for r in csv.DictReader(f) if r.get("epoch") not in (None, "") and int(float(r["epoch"])) < resumed_at]
+    new: list[dict[str, str]] = []
+    if current.is_file():
+        with open(current, newline="") as f:
+            new = list(csv.DictReader(f))
+    fields = list(dict.fromkeys(k for r in old + new for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(old + new)
+    write_atomic(current, buf.getvalue())
+
+
+def _start_line(cfg: dict[str, Any], module: MethodModule) -> str:
+    method = module.method
+    options = {k: v for k, v in cfg["method"].items() if k != "name"}
+    trainable = sum(p.numel() for p in method.learnable_parameters())
+    child = sum(p.numel() for p in method.child.parameters() if p.requires_grad)
+    parent = f"parent {cfg['parent']['arch']} -> " if cfg["parent"].get("arch") else ""
+    return (
+        f"fit {cfg['out_dir']}: {cfg['task']['name']}, {parent}child {cfg['child']['arch']}, method {cfg['method']['name']}"
+        f"{' ' + json.dumps(options) if options else ''}; {trainable:,} trainable parameters ({child:,} child, "
+        f"{trainable - child:,} training-only)"
+    )
+
+
+def _advice(out: Path, cfg: dict[str, Any]) -> str:
+    """What to do after a divergence: resume from the last checkpoint when there is one, else start again."""
+    last = out / "checkpoints" / "last.ckpt"
+    lower = f"optim.lr={cfg['optim']['lr'] / 10:g}"
+    if last.is_file():
+        done = int(load_torch(last, "checkpoint").get("epoch", 0)) + 1  # epochs finished (the checkpoint counts from 0)
+        return (f"The last good checkpoint (end of epoch {done}) is kept: resume from epoch {done + 1} with a lower learning "
+                f"rate, e.g. rerun the same command with --resume {lower}")
+    return (f"No epoch had finished, so there is no checkpoint to resume: start again with a lower learning rate, e.g. "
+            f"rerun the same command with {lower} (without --resume)")
 
 
 def fit(cfg: dict[str, Any], resume: bool = False, evaluate_test: bool = True) -> dict[str, Any]:
@@ -151,14 +204,25 @@ def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[
     if last.exists() and not resume:
         raise FileExistsError(f"{out} holds an interrupted run ({last}); pass --resume to continue it, or choose another out_dir")
     data, module = build(cfg)
+    backup, resumed_at = None, 0
     if resume and last.is_file():
         # everything that can make a resume fail is checked before anything in out_dir changes
-        check_checkpoint(module, load_torch(last, "checkpoint"), last)
+        ckpt = load_torch(last, "checkpoint")
+        check_checkpoint(module, ckpt, last)
+        resumed_at = int(ckpt.get("epoch", -1)) + 1
         if not is_secondary_rank():
-            _rotate_logs(out)
+            backup = _rotate_logs(out)
     trainer, best, history = make_trainer(cfg)
+    if trainer.is_global_zero:
+        log.info(_start_line(cfg, module) + (f"; resuming at epoch {resumed_at + 1}" if backup else ""))
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True)
+    except NonFiniteLossError as e:
+        raise NonFiniteLossError(f"{e}. {_advice(out, cfg)}") from None
+    finally:
+        if trainer.is_global_zero:
+            _join_logs(out, backup, resumed_at)
     wall = time.perf_counter() - start
     summary = history.summary()  # before testing: loading the best checkpoint restores callback state too
     test_last: dict[str, Any] = {}
@@ -181,7 +245,17 @@ def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[
     }
     if trainer.is_global_zero:
         write_atomic(out / "result.json", json.dumps(record, indent=1, default=str))
+        log.info(_end_line(record, best.monitor, out))
     return record
+
+
+def _end_line(record: dict[str, Any], monitor: str, out: Path) -> str:
+    val = record.get(f"{monitor.replace('/', '_')}_best")
+    tests = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k.startswith("test_") and not k.endswith("_last_epoch"))
+    return (
+        f"done in {record['fit_wall_s']:.0f} s: best epoch {record['best_epoch'] + 1} ({monitor} {val:.4g}"
+        f"{'; ' + tests if tests else ''}); {out / 'result.json'}, checkpoints {out / 'checkpoints'}/{{best,last}}.ckpt"
+    )
 
 
 def fit_or_resume(cfg: dict[str, Any], evaluate_test: bool = True) -> dict[str, Any]:
