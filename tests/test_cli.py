@@ -21,7 +21,7 @@ from hkt.training.run import fit
 HKT = str(Path(sys.executable).with_name("hkt"))
 SUPPRESSED = (
     "GPU available:", "TPU available:", "💡 Tip", "Loading `train_dataloader` to estimate", "LeafSpec",
-    "is smaller than the logging interval", "Total FLOPs",
+    "is smaller than the logging interval", "Total FLOPs", "module(s) in eval mode",
 )
 
 
@@ -48,6 +48,23 @@ def test_fit_prints_hkt_lines_and_none_of_lightnings_banners_unless_verbose(tiny
     assert all(m in loud.stdout + loud.stderr for m in ("GPU available:", "Loading `train_dataloader` to estimate", "Total FLOPs"))
     record = json.loads(re.search(r"^\{\n.*^\}", loud.stdout, flags=re.S | re.M).group(0))  # after the progress bar
     assert set(record) >= {"best_epoch", "val_acc_best", "test_acc"}
+
+
+def test_the_readme_excerpt_is_what_hkt_fit_prints(tiny_fashion, tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    excerpt = re.search(r"<!-- cli-excerpt -->\n```text\n(.*?)```", readme, flags=re.S).group(1).splitlines()
+    run = [a for a in tiny_fashion if not a.startswith("out_dir")] + ["trainer.max_epochs=2", "trainer.enable_progress_bar=false"]
+    out = tmp_path / "tiny"
+    said = run_cli(["fit", *run, f"out_dir={out}", "parent.arch=resnet8", "method={name: kd}"])
+    lines = [line for line in said.stderr.splitlines() if line.startswith("[hkt]")]
+
+    def pattern(line: str) -> str:  # numbers and the run directory may differ; every word must not
+        text = re.escape(line.replace("runs/tiny", "RUN"))
+        return "^" + re.sub(r"\d[\d,]*(\\\.\d+)?(e-?\d+)?", r"[\\d.,e-]+", text).replace("RUN", re.escape(str(out))) + "$"
+
+    assert len(lines) == len(excerpt), lines
+    for line, want in zip(lines, excerpt):
+        assert re.match(pattern(want), line), (want, line)
 
 
 def _diverge_after(monkeypatch, steps: int) -> None:

@@ -24,6 +24,7 @@ HARMLESS = (
     r"The '\w+_dataloader' does not have many workers",  # batches are cropped and flipped on the device (input_pipeline)
     r"Checkpoint directory .* exists and is not empty",  # --resume writes into its own run directory
     r"Experiment logs directory .* exists and is not empty",
+    r"Found \d+ module\(s\) in eval mode at the start of training",  # the frozen parent stays in eval mode by design
 )
 LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 

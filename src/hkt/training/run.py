@@ -4,6 +4,7 @@ config, fail on bad input before training starts, and write results atomically."
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import logging
@@ -19,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from hkt.core.outputs import read_logits
 from hkt.io import RunLock, load_torch, write_atomic
 from hkt.io.lock import is_secondary_rank
-from hkt.methods import build_method
+from hkt.methods import INTERNAL, METHODS, build_method
 from hkt.tasks import Task, build_task
 from hkt.training.checkpoint_io import AtomicCheckpointIO
 from hkt.training.fast_path import channels_last, check_precision, compile_nets
@@ -161,15 +162,28 @@ def _join_logs(out: Path, backup: Path | None, resumed_at: int) -> None:
     write_atomic(current, buf.getvalue())
 
 
+def resolved_options(cfg: dict[str, Any], method: Any) -> dict[str, Any]:
+    """The method's options as it runs: the values it holds (defaults and recipes resolved), else the config's."""
+    params = inspect.signature(METHODS[cfg["method"]["name"]].__init__).parameters
+    out = {}
+    for name, param in params.items():
+        if name in INTERNAL or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        held = getattr(method, name, None)
+        value = held if isinstance(held, (bool, int, float, str)) else cfg["method"].get(name, param.default)
+        out[name] = value
+    return out
+
+
 def _start_line(cfg: dict[str, Any], module: MethodModule) -> str:
     method = module.method
-    options = {k: v for k, v in cfg["method"].items() if k != "name"}
+    options = resolved_options(cfg, method)
     trainable = sum(p.numel() for p in method.learnable_parameters())
     child = sum(p.numel() for p in method.child.parameters() if p.requires_grad)
     parent = f"parent {cfg['parent']['arch']} -> " if cfg["parent"].get("arch") else ""
     return (
         f"fit {cfg['out_dir']}: {cfg['task']['name']}, {parent}child {cfg['child']['arch']}, method {cfg['method']['name']}"
-        f"{' ' + json.dumps(options) if options else ''}; {trainable:,} trainable parameters ({child:,} child, "
+        f"{' ' + json.dumps(options, default=str) if options else ''}; {trainable:,} trainable parameters ({child:,} child, "
         f"{trainable - child:,} training-only)"
     )
 
