@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 
 # rank_zero_info lines of Lightning (logger "lightning.pytorch.utilities.rank_zero" and fabric's twin)
@@ -46,11 +47,19 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a test's capture, a redirected shell), not the one at setup."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def show_hkt_log() -> None:
     """hkt's own INFO lines (start, one per gene, one per epoch, the end summary) on stderr, once."""
     log = logging.getLogger("hkt")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("[hkt] %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
