@@ -185,7 +185,9 @@ def test_a_stale_lock_from_a_dead_process_is_taken_over(tmp_path):
 def test_kill_9_then_resume_keeps_every_csv_row_and_is_exact(tiny_fashion, tmp_path):
     out = Path(tiny_fashion[-1].split("=", 1)[1])
     run = [*tiny_fashion, "trainer.max_epochs=4"]
-    proc = subprocess.Popen([HKT, "fit", *run], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the same thread count as this process, which resumes the run: CPU kernels split sums by thread
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([HKT, "fit", *run], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         history = out / "history.json"
