@@ -54,8 +54,7 @@ def _genes(args: argparse.Namespace, extra: list[str]) -> str:
 
     from hkt.config import load_yaml
     from hkt.core.survey import propose, survey
-    from hkt.core.transfer import build_adapter
-    from hkt.core.inheritance import _adapter_name
+    from hkt.core.transfer import build_adapter, describe_adapter
     from hkt.models import build_model
 
     if args.config:
@@ -90,7 +89,7 @@ def _genes(args: argparse.Namespace, extra: list[str]) -> str:
         lines += [f"  {b.path:<{width}}  {b.describe()}" for b in blocks] + [""]
     lines.append("proposed genes (parent -> child: adapter):")
     for p, c in pairs:
-        lines.append(f"  {p.path} -> {c.path}: {_adapter_name(build_adapter(p.kind, c.kind, f'{p.path}:{c.path}'))}")
+        lines.append(f"  {p.path} -> {c.path}: {describe_adapter(build_adapter(p.kind, c.kind, f'{p.path}:{c.path}'))}")
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ from hkt.core.gene import Gene
 from hkt.core.genetic_attention import build_attention
 from hkt.core.kinds import FeatureKind
 from hkt.core.outputs import read, write
-from hkt.core.transfer import GeneShapeError, Transfer, build_adapter
+from hkt.core.transfer import GeneShapeError, build_adapter, describe_adapter
 
 log = logging.getLogger("hkt")
 
@@ -47,13 +47,6 @@ class Inherited:
     inherited: Any = None  # the child with the inherited mixes flowing through its remaining blocks
     parent_on_mix: Any = None  # the frozen parent's downstream blocks on the child's mix
     parent: Any = None  # the parent's own output
-
-
-def _adapter_name(adapter: nn.Module) -> str:
-    """The adapter's layers in one line, e.g. ``Linear(64 -> 96) + Resize(8, 8), prefix tokens native``."""
-    parts = [repr(m).replace("\n", "") for m in adapter.modules() if not list(m.children()) and not isinstance(m, (nn.Identity, Transfer))]
-    prefix = getattr(adapter, "prefix", "none")
-    return (" + ".join(parts) or "identity") + (f", prefix tokens {prefix}" if prefix != "none" else "")
 
 
 def _batch_size(args: tuple[Any, ...]) -> int:
@@ -119,7 +112,7 @@ class Inheritance(nn.Module):
         for g, pk, ck in zip(self.genes, self.parent_kinds, self.child_kinds):
             self.transfers.append(build_adapter(pk, ck, g.name, adapter))
             self.attentions.append(build_attention(attention, ck.channels, ck.rank, lam, parent_weight))
-            log.info("gene %s: parent %s -> child %s, adapter %s", g.name, pk.describe(), ck.describe(), _adapter_name(self.transfers[-1]))
+            log.info("gene %s: parent %s -> child %s, adapter %s", g.name, pk.describe(), ck.describe(), describe_adapter(self.transfers[-1]))
         last = self.parent_order[-1]
         self.back = (
             build_adapter(self.child_kinds[last], self.parent_kinds[last], self.genes[last].name, adapter) if reverse else None

@@ -155,6 +155,14 @@ def build_adapter(
     return Transfer(src, dst, kind)
 
 
+def describe_adapter(adapter: nn.Module) -> str:
+    """The adapter's layers in one line, e.g. ``Linear(in_features=64, out_features=96) + Resize(size=(8, 8)), prefix
+    tokens native``; ``identity`` when it has none."""
+    parts = [repr(m).replace("\n", "") for m in adapter.modules() if not list(m.children()) and not isinstance(m, (nn.Identity, Transfer))]
+    prefix = getattr(adapter, "prefix", "none")
+    return (" + ".join(parts) or "identity") + (f", prefix tokens {prefix}" if prefix != "none" else "")
+
+
 def hint_regressor(src: tuple[int, ...], dst: tuple[int, ...], gene: str = "") -> nn.Module:
     """FitNet's learned regressor from the child's feature shape ``src`` to the parent's ``dst``, always built
     (even when shapes agree): the child's channels are not the parent's channels.
