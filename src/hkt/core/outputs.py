@@ -46,8 +46,7 @@ def read(out: Any, element: Element, where: str = "module") -> Tensor:
         return out
     found: Any = None
     if element is None:
-        k = _first_tensor_index(out)
-        found = None if k is None else pytree.tree_leaves(out)[k]
+        found = next((t for t in pytree.tree_leaves(out) if isinstance(t, Tensor)), None)
     elif isinstance(element, int) and isinstance(out, (tuple, list)) and -len(out) <= element < len(out):
         found = out[element]
     elif isinstance(element, str) and isinstance(out, Mapping) and element in out:
