@@ -14,4 +14,4 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-ci.txt
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,timm,hf]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,timm,hf,postgres]"

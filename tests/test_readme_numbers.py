@@ -73,3 +73,11 @@ def test_readme_step_cost_rows_equal_the_committed_benchmark():
             if line.startswith("| ") and "median step" not in line]
     readme = (ROOT / "README.md").read_text()
     assert len(rows) == 18 and all(row in readme for row in rows), [r for r in rows if r not in readme]
+
+
+def test_readme_demo_table_is_the_committed_demo_output():
+    rows = json.loads((ROOT / "benchmarks/results/demo/demo.json").read_text())
+    table = (ROOT / "benchmarks/results/demo/demo.md").read_text()
+    assert table in (ROOT / "README.md").read_text()
+    for r in rows:  # demo.md is the table of its own records
+        assert f"| {r['method']} | {100 * r['val_acc']:.2f} | {100 * r['test_acc']:.2f} |" in table

@@ -88,7 +88,8 @@ def test_search_resumes_after_a_kill_never_tests_while_tuning_and_feeds_the_fina
         ({"space": {"method.kd_weight": {"low": 0.1, "high": 1.0}}}, r"lacks optim\.lr"),
         ({"tuning_seeds": [0, 9]}, r"tuning_seeds and seeds overlap on \[0\]"),
         ({"storage": "sqlite:////no/such/folder/search.db"}, r"cannot open the search storage sqlite:////no/such/folder/search\.db"),
-        ({"sampler": "random"}, r"search\.sampler must be one of tpe, grid"),
+        ({"sampler": "random"}, r"search\.sampler must be sobol or grid, got .random."),
+        ({"sampler": "tpe"}, r"tpe replays its seeded draws"),
         ({"space": {"optim.lr": {"choices": [0.01, 0.02]}}, "sampler": "grid", "trials": 3}, r"2 grid points but search\.trials = 3"),
     ],
 )
@@ -140,3 +141,82 @@ def test_grid_sampler_runs_every_point_once_through_ask_and_tell(tmp_path, monke
     monkeypatch.setattr(search_mod, "_objective", lambda g, m, n, p: (p["optim.lr"], {7: p["optim.lr"]}, 0.0))
     assert search_mod.tune(grid) == {"ce": {"optim.lr": 0.04}}
     assert sorted(r["params"]["optim.lr"] for r in search_mod.trial_records(grid["out_dir"], "ce")) == [0.01, 0.02, 0.04]
+
+
+def _fake_objective(g, m, n, p):
+    value = -abs(p["optim.lr"] - 0.01)  # any pure function of the candidate
+    return value, {7: value}, 0.0
+
+
+def test_candidates_depend_only_on_the_trial_number_whatever_the_kills(tmp_path, monkeypatch):
+    search = {"trials": 6, "tuning_seeds": [7], "space": {"optim.lr": {"low": 0.001, "high": 0.05, "log": True}}}
+    kd = {"kd": {"method": {"name": "kd"}, "space": {"method.kd_weight": {"low": 0.1, "high": 2.0, "log": True}}}}
+    monkeypatch.setattr(search_mod, "_objective", _fake_objective)
+    (tmp_path / "whole").mkdir(), (tmp_path / "killed").mkdir()
+    whole = load_grid(grid_with_search(tmp_path / "whole", search, kd))
+    search_mod.tune(whole)
+    killed = load_grid(grid_with_search(tmp_path / "killed", search, kd))
+    for kill_at in (2, 4):  # killed after 2 of 6 finished trials, twice; every tune() is a fresh sampler, as a new process
+        def objective(g, m, n, p, kill_at=kill_at):
+            if n == kill_at:
+                raise KeyboardInterrupt("killed")  # leaves trial n RUNNING in the storage
+            return _fake_objective(g, m, n, p)
+
+        monkeypatch.setattr(search_mod, "_objective", objective)
+        with pytest.raises(KeyboardInterrupt):
+            search_mod.tune(killed)
+    monkeypatch.setattr(search_mod, "_objective", _fake_objective)
+    search_mod.tune(killed)
+    got = [r["params"] for r in search_mod.trial_records(killed["out_dir"], "kd")]
+    assert got == [r["params"] for r in search_mod.trial_records(whole["out_dir"], "kd")]
+    assert len({json.dumps(p, sort_keys=True) for p in got}) == 6, "six distinct candidates"
+    lrs = sorted(p["optim.lr"] for p in got)
+    assert 0.001 <= lrs[0] and lrs[-1] <= 0.05 and lrs[-1] / lrs[0] > 5, "the candidates spread over the space"
+    study, _ = search_mod.open_study(killed, "kd")
+    assert [t.number for t in study.trials] == list(range(6)), "the killed trials were resumed, not replaced"
+
+
+def test_a_worker_handed_a_number_past_the_budget_fails_it_and_stops(tmp_path, monkeypatch):
+    grid = load_grid(grid_with_search(tmp_path, methods={"ce": {"method": {"name": "ce"}, "parent": {"arch": None, "weights": None}}}))
+    monkeypatch.setattr(search_mod, "_objective", _fake_objective)
+    study, dists = search_mod.open_study(grid, "ce")
+    study.ask(dists)  # another worker's trial 0, left running on this host
+    real_ask, asked = type(study).ask, []
+
+    def racing_ask(self, *args, **kwargs):  # between our count and our ask, a second worker takes trial 1
+        if not asked:
+            asked.append(real_ask(self, *args, **kwargs))
+        return real_ask(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(study), "ask", racing_ask)
+    search_mod.tune(grid)
+    from optuna.trial import TrialState
+
+    states = [t.state for t in search_mod.open_study(grid, "ce")[0].trials]
+    assert states[:2] == [TrialState.COMPLETE, TrialState.RUNNING] and states[2:] == [TrialState.FAIL]
+    assert [r["trial"] for r in search_mod.trial_records(grid["out_dir"], "ce")] == [0], "never more than the budget"
+
+
+def test_a_changed_space_names_the_parameter(tmp_path, monkeypatch):
+    monkeypatch.setattr(search_mod, "_objective", _fake_objective)
+    path = grid_with_search(tmp_path)
+    search_mod.tune(load_grid(path))
+    raw = yaml.safe_load(path.read_text())
+    raw["methods"]["kd"]["space"]["method.kd_weight"]["high"] = 5.0
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"made for another search: parameter\(s\) \['method\.kd_weight'\] changed"):
+        search_mod.tune(load_grid(path))
+    (Path(raw["work_dir"]) / "search.db").unlink()  # a fresh checkout: the committed records hold the old candidates
+    with pytest.raises(ConfigError, match=r"committed trial 0 of 'kd' is not the sobol candidate.*\['method\.kd_weight'\]"):
+        search_mod.tune(load_grid(path))
+
+
+@pytest.mark.parametrize("url", ["postgresql://hkt:s3cret-pw@127.0.0.1:1/hkt", "postgresql+psycopg://hkt:s3cret-pw@no-such-host.invalid/hkt"])
+def test_an_unreachable_database_names_the_host_never_the_password(tmp_path, url):
+    grid = load_grid(grid_with_search(tmp_path, {"trials": 2, "tuning_seeds": [7], "storage": url,
+                                                 "space": {"optim.lr": {"low": 0.001, "high": 0.05, "log": True}}}))
+    with pytest.raises(ConfigError) as err:
+        search_mod.open_study(grid, "kd")
+    message = str(err.value)
+    assert "\n" not in message and "s3cret-pw" not in message and "***" in message
+    assert ("127.0.0.1" in message and "1" in message) or "no-such-host.invalid" in message

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--out", default="runs/demo")
     p_demo.add_argument("--epochs", type=int, default=4)
     p_demo.add_argument("--train-subset", type=int, default=15000)
+    p_demo.add_argument("--threads", type=int, default=2, help="CPU threads (results are bit-reproducible at one thread count)")
     p_genes = sub.add_parser("genes", help="list every module's output kind and shape; propose genes to pair")
     p_genes.add_argument("--config", "-c", help="YAML config: its parent, child and data (the task's example input)")
     p_genes.add_argument("--parent", help="parent arch (instead of a config), e.g. resnet56, timm:resnet18")
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from hkt.demo import run_demo
 
-            run_demo(args.out, args.epochs, args.train_subset)
+            run_demo(args.out, args.epochs, args.train_subset, threads=args.threads)
             return 0
         if args.command == "genes":
             print(_genes(args, extra))

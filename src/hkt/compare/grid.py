@@ -124,16 +124,21 @@ def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
                 break
             except RunLockedError:
                 print(f"[hkt compare] prepare {name}: another worker is training it; waiting", flush=True)
-                time.sleep(30)
+                time.sleep(5)
         _publish(record, out / "prepare" / f"{name}.json")
+    busy = []
+    searched = None
     if grid.get("search") is not None:
         from hkt.compare.search import tune
 
-        tune(grid, only)
-    busy = []
+        searched = tune(grid, only)
+    for name in grid["methods"]:
+        if searched is not None and name not in searched and not (only and name not in only):
+            print(f"[hkt compare] {name}: its search has trials running in other workers; final seeds wait for them", flush=True)
+            busy.append(f"{name} (search)")
     for seed in grid["seeds"]:  # seed-major: every method gets its first seed before any gets a third
         for name in grid["methods"]:
-            if only and name not in only:
+            if only and name not in only or searched is not None and name not in searched:
                 continue
             print(f"[hkt compare] {name} seed {seed}", flush=True)
             try:

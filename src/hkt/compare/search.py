@@ -8,10 +8,10 @@ test split. The final seeds then run with each method's chosen settings.
 Grid keys::
 
     search:
-      trials: 6                  # per method, the same for all
-      sampler: tpe               # tpe | grid (grid: every method's grid must have exactly `trials` points)
+      trials: 6                  # per method, the same for all: trial numbers 0 .. trials-1, exactly
+      sampler: sobol             # sobol | grid (grid: every method's grid must have exactly `trials` points)
       tuning_seeds: [100]
-      seed: 0                    # seeds the sampler
+      seed: 0                    # seeds the sampler (with the method's name)
       storage: null              # default: sqlite:///<work_dir>/search.db; any SQLAlchemy URL (e.g. PostgreSQL)
       space:                     # for every method
         optim.lr: {low: 0.001, high: 0.1, log: true}
@@ -23,23 +23,34 @@ Grid keys::
 A parameter is a dotted config path; its spec is ``{low, high[, log][, int]}`` or ``{choices: [...]}``. The
 study lives in the storage (one per method), so a search resumes after a crash: a trial left running by a
 dead process is resumed with its own parameters, and each of its runs resumes from its last epoch. Several
-processes (or machines, with a shared RDB URL) can work on one search: runs are locked, and a trial that
-another worker holds is left to it. A study that starts empty (a fresh checkout) is first filled from the committed
-trial records in ``out_dir/search``, so finished trials are never rerun.
+processes (or machines, with a shared RDB URL) can work on one search:
+
+- trial ``n``'s candidate depends only on (``search.seed``, method, ``n``) (:mod:`hkt.compare.sampler`), so
+  resumes and workers never replay a candidate;
+- the budget is the trial *numbers* ``0 .. trials-1``, which the storage hands out one by one (Optuna locks the
+  study row to number a trial): a worker that is handed a higher number marks it failed and stops, so N workers
+  never finish more than ``trials`` trials;
+- runs are locked, and a trial left running is resumed only on the machine that started it (its lock lives there).
+
+A study that starts empty (a fresh checkout) is first filled from the committed trial records in
+``out_dir/search``, so finished trials are never rerun. A study remembers its sampler, seed and space: a grid
+whose space changed since fails, naming the parameter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import zlib
+import socket
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from hkt.compare.sampler import SAMPLERS, candidate, method_seed, refusing_sampler, trial_indexed_sobol
 from hkt.config import ConfigError, from_dict, merge
-from hkt.io import RunLockedError, write_atomic
+from hkt.io import RunLock, RunLockedError, write_atomic
 
-SAMPLERS = ("tpe", "grid")
 SEARCH_KEYS = {"trials", "sampler", "tuning_seeds", "seed", "storage", "space"}
 
 
@@ -94,8 +105,13 @@ def validate_search(grid: dict[str, Any]) -> None:
     trials = search.get("trials")
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ConfigError(f"search.trials must be a positive int (the same budget for every method), got {trials!r}")
-    if search.get("sampler", "tpe") not in SAMPLERS:
-        raise ConfigError(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {search.get('sampler')!r}")
+    sampler = search.get("sampler", "sobol")
+    if sampler not in SAMPLERS or sampler == "tpe" and not _complete(grid):
+        raise ConfigError(
+            f"search.sampler must be sobol or grid, got {sampler!r}"
+            + (" (tpe replays its seeded draws when a search resumes; it is kept only to rebuild evidence v2's "
+               "finished searches)" if sampler == "tpe" else "")
+        )
     tuning = search.get("tuning_seeds")
     if not isinstance(tuning, list) or not tuning or not all(isinstance(s, int) for s in tuning):
         raise ConfigError(f"search.tuning_seeds must be a non-empty list of ints, got {tuning!r}")
@@ -117,7 +133,7 @@ def validate_search(grid: dict[str, Any]) -> None:
             _config(grid, method, tuning[0], probe, check_refs=False)
         except ConfigError as e:
             raise ConfigError(f"search space of method {method!r}: {e}") from None
-        if search.get("sampler", "tpe") == "grid":
+        if sampler == "grid":
             points = math.prod(len(d.choices) if hasattr(d, "choices") else math.inf for d in dists.values())
             if points != trials:
                 raise ConfigError(
@@ -138,34 +154,97 @@ def _config(grid: dict[str, Any], method: str, seed: int, params: dict[str, Any]
 
 
 def storage_url(grid: dict[str, Any]) -> str:
+    """The study's SQLAlchemy URL; ``postgresql://`` means the psycopg 3 driver (``pip install hkt[postgres]``)."""
     url = grid["search"].get("storage")
     if url:
-        return str(url)
+        url = str(url)
+        return "postgresql+psycopg://" + url[len("postgresql://"):] if url.startswith("postgresql://") else url
     Path(grid["work_dir"]).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{Path(grid['work_dir']).resolve() / 'search.db'}"
 
 
-def open_study(grid: dict[str, Any], method: str) -> Any:
+def _safe(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: nothing in it can be trusted to be printable
+        return "the search.storage URL"
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Workers on one SQLite file take turns to open it: Optuna creates the schema of a new file without a lock."""
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        yield
+        return
+    import fcntl
+
+    path = Path(url[len("sqlite:///"):])
+    if not path.parent.is_dir():
+        yield  # Optuna names the missing folder
+        return
+    with open(f"{path}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _storage(url: str) -> Any:
     import optuna
 
-    url = storage_url(grid)
-    try:
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=None)
-    except Exception as e:  # bad URL, server down, missing driver, unwritable file
-        raise ConfigError(f"cannot open the search storage {url}: {str(e).splitlines()[0]}") from None
+    for attempt in range(5):
+        try:
+            with _schema_lock(url):
+                return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        except ModuleNotFoundError as e:
+            raise ConfigError(f"the search storage {_safe(url)} needs the driver {e.name!r}: pip install 'hkt[postgres]'") from None
+        except Exception as e:  # bad URL, server down, wrong password, unwritable file: the driver's first line names the host
+            cause = e.orig if getattr(e, "orig", None) is not None else e.__cause__ or e
+            reason = " ".join(str(cause).split()) or type(cause).__name__
+            if attempt < 4 and any(race in reason for race in ("already exists", "database is locked", "UNIQUE constraint", "duplicate key")):
+                time.sleep(0.5 + attempt)  # two workers creating the schema of a new database at once: one wins
+                continue
+            raise ConfigError(f"cannot open the search storage {_safe(url)}: {reason}") from None
+
+
+def open_study(grid: dict[str, Any], method: str) -> Any:
+    """``(study, distributions)`` of ``method``'s search; fails if the study was made for another sampler or space."""
+    import optuna
+
     search = grid["search"]
-    seed = int(search.get("seed", 0)) + zlib.crc32(method.encode())  # per method, stable across processes
+    kind = search.get("sampler", "sobol")
+    seed = method_seed(search.get("seed", 0), method)
     dists = {k: distribution(method, k, v) for k, v in spaces(grid)[method].items()}
-    if search.get("sampler", "tpe") == "grid":
+    if kind == "grid":
         sampler: Any = optuna.samplers.GridSampler({k: list(d.choices) for k, d in dists.items()}, seed=seed)
         # its study.stop() once every point has run is an error outside study.optimize (we ask and tell): the trial
         # budget ends the search instead
         sampler.after_trial = lambda *args: None
+    elif kind == "sobol":
+        sampler = trial_indexed_sobol(dists, seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
+        sampler = refusing_sampler(f"method {method!r}: sampler tpe only rebuilds finished searches; use sampler: sobol")
     direction = "maximize" if grid["metric"]["higher_is_better"] else "minimize"
     name = f"{grid.get('name', 'grid')}::{method}"
-    return optuna.create_study(storage=storage, sampler=sampler, study_name=name, direction=direction, load_if_exists=True), dists
+    study = optuna.create_study(storage=_storage(storage_url(grid)), sampler=sampler, study_name=name, direction=direction,
+                                load_if_exists=True)
+    made_for = {"sampler": kind, "seed": seed, "space": {k: repr(d) for k, d in sorted(dists.items())}}
+    before = study.user_attrs.get("made_for")
+    if before is None:
+        study.set_user_attr("made_for", made_for)
+    elif before != made_for:
+        changed = sorted(set(before["space"]) ^ set(made_for["space"])) + sorted(
+            k for k in set(before["space"]) & set(made_for["space"]) if before["space"][k] != made_for["space"][k])
+        what = f"parameter(s) {changed}" if changed else f"sampler {before['sampler']} (seed {before['seed']})"
+        raise ConfigError(
+            f"the study {name!r} in {_safe(storage_url(grid))} was made for another search: {what} changed since; "
+            f"restore the grid's search, or delete the study (optuna delete-study --study-name {name!r}) to search again"
+        )
+    return study, dists
 
 
 def _objective(grid: dict[str, Any], method: str, number: int, params: dict[str, Any]) -> tuple[float, dict[int, float], float]:
@@ -185,8 +264,17 @@ def _objective(grid: dict[str, Any], method: str, number: int, params: dict[str,
 def _publish_trial(grid: dict[str, Any], method: str, number: int, params: dict[str, Any], values: dict[int, float], mean: float,
                    wall: float) -> None:
     record = {"method": method, "trial": number, "params": params, "val_by_seed": {str(k): v for k, v in values.items()},
-              "val_mean": mean, "fit_wall_s": wall}
+              "val_mean": mean, "fit_wall_s": wall, "sampler": grid["search"].get("sampler", "sobol")}
     write_atomic(Path(grid["out_dir"]) / "search" / method / f"trial{number}.json", json.dumps(record, indent=1))
+
+
+def _run_trial(grid: dict[str, Any], method: str, study: Any, number: int, params: dict[str, Any]) -> None:
+    """Train and record one trial, holding its folder's lock throughout (its runs are locked one at a time):
+    ``RunLockedError`` when another worker on this machine has it."""
+    with RunLock(Path(grid["work_dir"]) / "tune" / method / f"trial{number}"):
+        mean, values, wall = _objective(grid, method, number, params)
+        study.tell(number, mean, skip_if_finished=True)
+        _publish_trial(grid, method, number, params, values, mean, wall)
 
 
 def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -194,37 +282,59 @@ def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[
     for the methods whose search is complete. Records of every trial go to ``out_dir/search/<method>/``."""
     from optuna.trial import TrialState
 
-    trials = grid["search"]["trials"]
+    trials, host = grid["search"]["trials"], socket.gethostname()
     for method in grid["methods"]:
         if only and method not in only:
             continue
         study, dists = open_study(grid, method)
         _restore(study, dists, grid, method)
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a crash, or a worker
-            print(f"[hkt compare] tune {method}: resuming trial {frozen.number} {frozen.params}", flush=True)
-            try:
-                mean, values, wall = _objective(grid, method, frozen.number, frozen.params)
-            except RunLockedError:
-                continue  # another worker is on it
-            study.tell(frozen.number, mean, skip_if_finished=True)
-            _publish_trial(grid, method, frozen.number, frozen.params, values, mean, wall)
-        while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))) < trials:
+        budget = [t for t in study.get_trials(deepcopy=False) if t.number < trials]
+        failed = [t.number for t in budget if t.state not in (TrialState.COMPLETE, TrialState.RUNNING)]
+        if failed:
+            raise ConfigError(f"method {method!r}: trial(s) {failed} of the budget ended {budget[0].state.name.lower()} in the study; "
+                              "delete the study to search again")
+        for frozen in budget:  # left running by a crash: resumed on the machine that holds its runs' locks
+            if frozen.state == TrialState.RUNNING and frozen.user_attrs.get("host", host) == host:
+                print(f"[hkt compare] tune {method}: resuming trial {frozen.number} {frozen.params}", flush=True)
+                try:
+                    _run_trial(grid, method, study, frozen.number, frozen.params)
+                except RunLockedError:
+                    continue  # another worker on this machine is on it
+        while len(study.get_trials(deepcopy=False)) < trials:
             trial = study.ask(dists)
+            if trial.number >= trials:  # another worker took the last number between our count and our ask
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            trial.set_user_attr("host", host)
             print(f"[hkt compare] tune {method}: trial {trial.number} {trial.params}", flush=True)
-            mean, values, wall = _objective(grid, method, trial.number, trial.params)
-            study.tell(trial, mean)
-            _publish_trial(grid, method, trial.number, trial.params, values, mean, wall)
+            try:
+                _run_trial(grid, method, study, trial.number, trial.params)
+            except RunLockedError:
+                continue  # a restarted worker on this machine took it up first
     return chosen(grid)
 
 
 def _restore(study: Any, dists: dict[str, Any], grid: dict[str, Any], method: str) -> None:
     """A new study (another machine, a fresh checkout: the database lives in the uncommitted work_dir) starts from
-    the committed trial records, so finished trials are never rerun and trial numbers stay the same."""
+    the committed trial records, so finished trials are never rerun and trial numbers stay the same. Under the
+    sobol sampler each record must be the candidate of its number: anything else means the space or seed changed."""
     import optuna
 
     if study.trials:
         return
-    for record in trial_records(grid["out_dir"], method):
+    search = grid["search"]
+    for number, record in enumerate(trial_records(grid["out_dir"], method)):
+        if record["trial"] != number:
+            raise ConfigError(f"committed trials of {method!r} skip number {number}: {Path(grid['out_dir']) / 'search' / method}")
+        if search.get("sampler", "sobol") == "sobol" and record.get("sampler") == "sobol":
+            expected = candidate(dists, method_seed(search.get("seed", 0), method), number)
+            changed = sorted(k for k in set(expected) | set(record["params"]) if expected.get(k) != record["params"].get(k))
+            if changed:
+                raise ConfigError(
+                    f"committed trial {number} of {method!r} is not the sobol candidate of the grid's search now: parameter(s) "
+                    f"{changed} (space or search.seed changed); restore them, or move {Path(grid['out_dir']) / 'search' / method} "
+                    "away to search again"
+                )
         try:
             study.add_trial(optuna.trial.create_trial(params=record["params"], distributions=dists, value=record["val_mean"]))
         except ValueError as e:
@@ -232,6 +342,11 @@ def _restore(study: Any, dists: dict[str, Any], grid: dict[str, Any], method: st
                 f"committed trial {record['trial']} of {method!r} ({record['params']}) does not fit the search space now in the grid "
                 f"({e}); restore the space, or move {Path(grid['out_dir']) / 'search' / method} away to search again"
             ) from None
+
+
+def _complete(grid: dict[str, Any]) -> bool:
+    """Every method has its ``trials`` committed trial records."""
+    return all(len(trial_records(grid["out_dir"], m)) >= grid["search"]["trials"] for m in grid["methods"])
 
 
 def chosen(grid: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from hkt.compare.sampler import SAMPLERS
 from hkt.io import savefig, write_atomic
 
 
@@ -67,6 +68,19 @@ def holm(pvalues: list[float]) -> list[float]:
 def _scale(key: str) -> tuple[float, str]:
     """Accuracies are shown in %, other metrics (Dice, IoU, EPE) as they are."""
     return (100.0, " (%)") if key.endswith("acc") else (1.0, "")
+
+
+def _repeats(trials: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """``(trial, earlier trial with the same settings)`` for every repeated candidate."""
+    first: dict[str, int] = {}
+    out = []
+    for t in trials:
+        key = json.dumps(t["params"], sort_keys=True)
+        if key in first:
+            out.append((t["trial"], first[key]))
+        else:
+            first[key] = t["trial"]
+    return out
 
 
 def _rows(
@@ -209,7 +223,7 @@ def _search_section(grid: dict[str, Any], out: Path, order: list[str]) -> dict[s
         "",
         "## Tuning (equal budget per method)",
         "",
-        f"Every method: {search['trials']} trials ({search.get('sampler', 'tpe')} sampler, Optuna) on tuning seeds "
+        f"Every method: {search['trials']} trials (sampler: {SAMPLERS[search.get('sampler', 'sobol')]}; Optuna) on tuning seeds "
         f"{search['tuning_seeds']} (disjoint from the final seeds {grid['seeds']}), selected on the mean of "
         f"`{grid['metric']['val']}` over the tuning seeds; the test split is never evaluated while tuning.",
         "",
@@ -222,6 +236,11 @@ def _search_section(grid: dict[str, Any], out: Path, order: list[str]) -> dict[s
         table[m] = trials
         shown = "; ".join(f"#{t['trial']} {_fmt(t['params'])} → {t['val_mean']:.4f}" for t in trials)
         lines.append(f"| {m} | {_fmt(picked[m]) if m in picked else '(search not finished)'} | {shown} |")
+    repeats = {m: _repeats(t) for m, t in table.items() if _repeats(t)}
+    if repeats:
+        lines += ["", "Repeated candidates (fewer distinct settings than trials): " + "; ".join(
+            f"{m}: {len(table[m]) - len(r)} distinct in {len(table[m])} (" + ", ".join(f"#{a} = #{b}" for a, b in r) + ")"
+            for m, r in repeats.items()) + "."]
     return {"lines": lines, "json": {"protocol": search, "chosen": picked, "trials": table}}
 
 
