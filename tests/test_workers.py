@@ -7,7 +7,6 @@ The PostgreSQL server comes from ``scripts/test.sh`` (``HKT_TEST_POSTGRES_URL``)
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess

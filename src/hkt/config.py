@@ -6,7 +6,8 @@ options), ``data`` (the task's data module: ``ImageClassificationData``, ``Segme
 ``parent`` and ``child`` (``arch``, ``weights``, ``width``; ``iterations`` for RAFT), ``method`` (``name`` + the
 method's options), ``optim`` (``MethodModule``: optimizer, lr, momentum, weight_decay, nesterov, schedule),
 ``trainer`` (``lightning.Trainer``
-arguments, passed straight through: accelerator, devices, strategy, num_nodes, precision, max_epochs …).
+arguments, passed straight through: accelerator, devices, strategy, num_nodes, precision, max_epochs …),
+``parent_cache`` (``{dir, max_gb, read_only}``: ``hkt.core.parent_cache``; off when null).
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "method": {"name": "ce"},
     "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False, "schedule": "cosine"},
     "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
+    "parent_cache": None,
 }
+PARENT_CACHE_KEYS = {"dir", "max_gb", "read_only"}
 
 
 class ConfigError(ValueError):
@@ -179,7 +182,24 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"config key '{key}' must be true or false, got {cfg[key]!r}")
     if name != "ce" and not cfg["parent"].get("arch"):
         raise ConfigError(f"method {name!r} needs a parent: set parent.arch (and parent.weights)")
+    _check_parent_cache(cfg["parent_cache"])
     return cfg
+
+
+def _check_parent_cache(pc: Any) -> None:
+    if pc is None:
+        return
+    example = "parent_cache: {dir: .cache/parent, max_gb: 50}"
+    if not isinstance(pc, dict) or not isinstance(pc.get("dir"), str) or not pc["dir"]:
+        raise ConfigError(f"parent_cache must be null or a mapping with a dir, e.g. {example}; got {pc!r}")
+    for key in pc:
+        if key not in PARENT_CACHE_KEYS:
+            raise _unknown(key, PARENT_CACHE_KEYS, "parent_cache.")
+    gb = pc.get("max_gb")
+    if gb is not None and (not isinstance(gb, (int, float)) or isinstance(gb, bool) or gb <= 0):
+        raise ConfigError(f"parent_cache.max_gb must be a positive number of GB (or null: no limit), got {gb!r}")
+    if not isinstance(pc.get("read_only", False), bool):
+        raise ConfigError(f"parent_cache.read_only must be true or false, got {pc['read_only']!r}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

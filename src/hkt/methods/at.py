@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -63,8 +62,7 @@ class AT(Method):
         return kind.as_map(t) if kind is not None else t
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        with torch.no_grad(), extracting(self.parent, self.genes, "parent") as pf:
-            self.parent(x)
+        _, pf = self.read_parent(x, self.genes)
         with extracting(self.child, self.genes, "child") as cf:
             out = self.child(x)
         maps = [(self._map("child", g.child, cf[g.child]), self._map("parent", g.parent, pf[g.parent]), g) for g in self.genes]

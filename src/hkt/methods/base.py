@@ -10,9 +10,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hkt.core.extract import extracting
 from hkt.core.outputs import drop_logits_hook, read_logits
 
 TaskLoss = Callable[[Any, Any], Tensor]
@@ -37,6 +39,8 @@ class Method(nn.Module):
 
     genes: list = []
     uses_hooks: bool = False
+    parent_cache: Any = None  # a hkt.core.parent_cache.ParentCache, attached by the training run (config parent_cache)
+    caches_parent: bool = True  # every parent read goes through read_parent (False: the method runs the parent itself)
 
     def __init__(self, child: nn.Module, parent: nn.Module | None = None, task_loss: TaskLoss = F.cross_entropy) -> None:
         super().__init__()
@@ -59,6 +63,24 @@ class Method(nn.Module):
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         raise NotImplementedError
+
+    def read_parent(self, x: Any, genes: list | tuple = ()) -> tuple[Any, dict[str, Tensor]]:
+        """The frozen parent's output on batch ``x`` and its side of ``genes`` (``{parent path: feature}``), without
+        gradient: from the parent cache when one is attached and holds this batch, else computed (and stored)."""
+        cache = self.parent_cache if isinstance(x, Tensor) else None
+        hit = cache.get(x) if cache is not None else None
+        if hit is not None:
+            return hit
+        with torch.no_grad():
+            if genes:
+                with extracting(self.parent, genes, "parent") as pf:
+                    out = self.parent(x)
+                feats = dict(pf)
+            else:
+                out, feats = self.parent(x), {}
+        if cache is not None:
+            cache.put(x, out, feats)
+        return out, feats
 
     def learnable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser owns: everything except the parent."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -53,8 +52,7 @@ class DIST(Method):
         self.dist_weight = dist_weight
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        with torch.no_grad():
-            teacher = self.parent(x)
+        teacher, _ = self.read_parent(x)
         out = self.child(x)
         return out, {
             "task": self.task_weight * self.task_loss(out, y),

@@ -74,8 +74,7 @@ class DKD(Method):
         self._w = warmup_factor(self.warmup, self.warmup_unit, step, epoch)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        with torch.no_grad():
-            teacher = self.parent(x)
+        teacher, _ = self.read_parent(x)
         out = self.child(x)
         s, t = standardized(self.logit_standardize, out, teacher)
         (s, target), (t, _) = as_rows(s, y), as_rows(t)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -44,8 +43,7 @@ class FitNet(Method):
         self.regressor = hint_regressor(tuple(c.shape[1:]), tuple(p.shape[1:]), self.gene.name)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        with torch.no_grad(), extracting(self.parent, self.genes, "parent") as pf:
-            self.parent(x)
+        _, pf = self.read_parent(x, self.genes)
         with extracting(self.child, self.genes, "child") as cf:
             out = self.child(x)
         hint = F.mse_loss(

@@ -41,6 +41,7 @@ class HKT(Method):
         kd_weight, temperature: optional Hinton KD term on the child's logits (default 0 = off, T 4).
     """
     uses_hooks = True  # Extraction / Mixture hooks per step
+    caches_parent = False  # the child's mix runs on through the parent's layers: the inheritance engine runs the parent
 
     def __init__(
         self,

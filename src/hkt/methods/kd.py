@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -44,8 +43,7 @@ class KD(Method):
         self.distill_loss = distill_loss
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        with torch.no_grad():
-            teacher = self.parent(x)
+        teacher, _ = self.read_parent(x)
         out = self.child(x)
         s, t = standardized(self.logit_standardize, out, teacher)
         return out, {

@@ -144,8 +144,7 @@ class ReviewKD(Method):
         self._w = warmup_factor(self.warmup, self.warmup_unit, step, epoch)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        with torch.no_grad(), extracting(self.parent, self.genes, "parent") as pf:
-            self.parent(x)
+        _, pf = self.read_parent(x, self.genes)
         with extracting(self.child, self.genes, "child") as cf:
             out = self.child(x)
         feats = [self._map("child", g.child, cf[g.child]) for g in reversed(self.genes)]

@@ -63,7 +63,35 @@ def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
         channels_last(method, example)
     if cfg["compile"]:
         compile_nets(method)
+    if cfg["parent_cache"] is not None:
+        attach_parent_cache(method, cfg, data, example)
     return data, MethodModule(method, task, data, **cfg["optim"], run=describe_run(cfg), channels_last=cfg["channels_last"])
+
+
+def attach_parent_cache(method: Any, cfg: dict[str, Any], data: Any, example: Any) -> None:
+    """Serve ``method``'s parent reads from the cache of ``cfg["parent_cache"]``; fails before training when the
+    cache cannot be read (``read_only``) or the run's estimated shards would pass ``max_gb``."""
+    from hkt.core.parent_cache import ParentCache, _flatten
+
+    options = cfg["parent_cache"]
+    if method.parent is None:
+        return
+    if not isinstance(example, torch.Tensor):
+        log.info("parent_cache: inputs of this task are not one tensor (e.g. image pairs); the parent pass is not cached")
+        return
+    if not method.caches_parent:
+        log.info("parent_cache: method %s mixes the child into the parent's layers, so its parent pass is not cached",
+                 cfg["method"]["name"])
+        return
+    genes = list(method.genes) if method.genes else []
+    cache = ParentCache(options["dir"], method.parent, [g.parent for g in genes], options.get("read_only", False),
+                        options.get("max_gb"))
+    out, feats = method.read_parent(example, genes)  # one example batch sizes the estimate
+    per_example = sum(t.numel() * t.element_size() for t in _flatten(out, feats).values()) / len(example)
+    batches = len(data.train_dataloader()) * int(cfg["trainer"].get("max_epochs") or 1)
+    cache.check_budget(int(per_example * data.batch_size), batches)
+    method.parent_cache = cache
+    log.info("parent_cache: %s (%.1f MB per batch, up to %d batches)", cache.dir, per_example * data.batch_size / 2**20, batches)
 
 
 class CheckpointConfigMismatchError(ValueError):
@@ -257,6 +285,10 @@ def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[
         "child_params": sum(p.numel() for p in module.method.child.parameters()),
         **summary,
     }
+    if module.method.parent_cache is not None:
+        record["parent_cache"] = module.method.parent_cache.summary()
+        log.info("parent_cache: %(hits)d hits, %(misses)d misses, %(written_mb).1f MB written; %(dir)s holds %(size_mb).1f MB",
+                 record["parent_cache"])
     if trainer.is_global_zero:
         write_atomic(out / "result.json", json.dumps(record, indent=1, default=str))
         log.info(_end_line(record, best.monitor, out))

@@ -1,0 +1,109 @@
+"""The parent cache: a warm run equals an uncached run bit for bit, any change of parent, genes or batch misses, a
+corrupt shard is named and recomputed, and a cache that cannot serve the run fails before training."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from hkt.config import ConfigError, load_config
+from hkt.core.parent_cache import ParentCache, ParentCacheError
+from hkt.models import build_model
+from hkt.training.run import fit
+
+PARENT = ["parent.arch=resnet8", "parent.width=8", "trainer.max_epochs=2"]
+METHODS = {
+    "kd": ["method={name: kd}"],
+    "fitnet": ["method={name: fitnet, genes: ['layer2:layer2']}"],
+    "at": ["method={name: at, genes: [layer1, layer2, layer3]}"],
+}
+
+
+def run(overrides, out, cache=None):
+    extra = [f"parent_cache={{dir: {cache}}}"] if cache else []
+    record = fit(load_config(None, overrides + PARENT + extra + [f"out_dir={out}"]))
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    return record, state
+
+
+def same_run(a, b):
+    (ra, sa), (rb, sb) = a, b
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), "weights differ"
+    assert ra["epochs"] == rb["epochs"] and ra["val_acc_best"] == rb["val_acc_best"] and ra["test_acc"] == rb["test_acc"]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_warm_cache_gives_the_uncached_run_bit_for_bit(tiny_fashion, tmp_path, method):
+    overrides = tiny_fashion + METHODS[method]
+    plain = run(overrides, tmp_path / "plain")
+    cold = run(overrides, tmp_path / "cold", tmp_path / "cache")
+    warm = run(overrides, tmp_path / "warm", tmp_path / "cache")
+    same_run(plain, cold)
+    same_run(plain, warm)
+    steps = 2 * 8  # 512 images / 64, two epochs
+    assert cold[0]["parent_cache"]["hits"] == 0 and cold[0]["parent_cache"]["misses"] == steps
+    assert warm[0]["parent_cache"]["hits"] == steps and warm[0]["parent_cache"]["misses"] == 0
+    assert warm[0]["parent_cache"]["written_mb"] == 0 and cold[0]["parent_cache"]["size_mb"] > 0
+    other_seed = run(overrides + ["seed=1"], tmp_path / "seed1", tmp_path / "cache")[0]["parent_cache"]
+    assert other_seed["hits"] == 0, "another seed feeds other batches: every step misses"
+
+
+def test_another_parent_or_other_genes_use_another_directory(tmp_path):
+    parent = build_model("resnet8", 10, 1, 8)
+    base = ParentCache(tmp_path, parent, ["layer2"]).dir
+    assert ParentCache(tmp_path, parent, ["layer2"]).dir == base
+    assert ParentCache(tmp_path, parent, ["layer3"]).dir != base
+    with torch.no_grad():
+        parent.linear.bias[0] += 1e-6
+    assert ParentCache(tmp_path, parent, ["layer2"]).dir != base
+    parent = build_model("resnet8", 10, 1, 8).to(memory_format=torch.channels_last)
+    assert ParentCache(tmp_path, parent, ["layer2"]).dir != ParentCache(tmp_path, build_model("resnet8", 10, 1, 8), ["layer2"]).dir
+
+
+def test_a_batch_differing_in_one_value_misses(tmp_path):
+    parent = build_model("resnet8", 10, 1, 8).eval()
+    cache = ParentCache(tmp_path, parent, [])
+    x = torch.randn(4, 1, 28, 28)
+    cache.put(x, parent(x), {})
+    assert cache.get(x.clone()) is not None
+    y = x.clone()
+    y[3, 0, 27, 27] += 1e-7
+    assert cache.get(y) is None and cache.get(x[:3]) is None
+    assert cache.get(x.to(memory_format=torch.channels_last)) is None  # another layout can sum in another order
+
+
+def test_a_corrupt_shard_is_named_and_recomputed(tiny_fashion, tmp_path, caplog):
+    overrides = tiny_fashion + METHODS["kd"]
+    plain = run(overrides, tmp_path / "plain", tmp_path / "cache")
+    shards = sorted((tmp_path / "cache").rglob("*.safetensors"))
+    shards[0].write_bytes(shards[0].read_bytes()[:50])  # truncated
+    shards[1].write_bytes(b"\0" * shards[1].stat().st_size)  # garbage
+    with caplog.at_level(logging.WARNING, logger="hkt"):
+        again = run(overrides, tmp_path / "again", tmp_path / "cache")
+    named = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(named) == 2 and {str(shards[0]), str(shards[1])} == {m.split(" cannot")[0].split(": ", 1)[1] for m in named}
+    same_run(plain, again)
+    assert again[0]["parent_cache"]["misses"] == 2 and again[0]["parent_cache"]["hits"] == 14
+
+
+def test_a_cache_that_cannot_serve_the_run_fails_before_training(tiny_fashion, tmp_path):
+    overrides = tiny_fashion + METHODS["fitnet"] + PARENT + [f"out_dir={tmp_path / 'run'}"]
+    with pytest.raises(ParentCacheError, match=r"read_only: .* holds no values for this parent and genes .*genes \['layer2'\]"):
+        fit(load_config(None, overrides + [f"parent_cache={{dir: {tmp_path / 'empty'}, read_only: true}}"]))
+    with pytest.raises(ParentCacheError, match=r"may add 0\.\d\d GB \(16 batches x .* MB .*genes \['layer2'\].*past parent_cache\.max_gb = 1e-05"):
+        fit(load_config(None, overrides + [f"parent_cache={{dir: {tmp_path / 'c'}, max_gb: 0.00001}}"]))
+    assert not (tmp_path / "run" / "checkpoints").exists(), "nothing trained"
+    for bad, message in [("{max_gb: 3}", "mapping with a dir"), ("{dir: c, max_gbs: 3}", "Did you mean max_gb"),
+                         ("{dir: c, max_gb: -1}", "positive number of GB"), ("{dir: c, read_only: 1}", "true or false")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, overrides + [f"parent_cache={bad}"])
+
+
+def test_hkt_runs_its_own_parent_pass_and_says_so(tiny_fashion, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="hkt"):
+        record = fit(load_config(None, tiny_fashion + PARENT + ["method={name: hkt, genes: [avgpool]}", "trainer.max_epochs=1",
+                                                               f"parent_cache={{dir: {tmp_path / 'c'}}}"]))
+    assert "parent_cache" not in record
+    assert any("its parent pass is not cached" in r.getMessage() for r in caplog.records)
+    assert json.dumps(record, default=str)
