@@ -17,6 +17,8 @@ METHODS = {
     "kd": ["method={name: kd}"],
     "fitnet": ["method={name: fitnet, genes: ['layer2:layer2']}"],
     "at": ["method={name: at, genes: [layer1, layer2, layer3]}"],
+    "hkt_pooled": ["method={name: hkt, genes: [avgpool]}"],
+    "hkt_stages_kd": ["method={name: hkt, genes: [layer1, layer2, layer3], kd_weight: 1}"],
 }
 
 
@@ -100,10 +102,18 @@ def test_a_cache_that_cannot_serve_the_run_fails_before_training(tiny_fashion, t
             load_config(None, overrides + [f"parent_cache={bad}"])
 
 
-def test_hkt_runs_its_own_parent_pass_and_says_so(tiny_fashion, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="hkt"):
-        record = fit(load_config(None, tiny_fashion + PARENT + ["method={name: hkt, genes: [avgpool]}", "trainer.max_epochs=1",
+def test_hkt_replays_the_parent_up_to_its_last_gene_and_only_where_that_is_exact(tiny_fashion, tmp_path, caplog):
+    from hkt.core.replay import plan_replay
+    from hkt.core.gene import parse_genes
+
+    parent = build_model("resnet8", 10, 1, 8).eval()
+    x = torch.randn(2, 1, 28, 28)
+    plan = plan_replay(parent, parse_genes(["layer2"]), x)
+    assert plan.modules == ["conv1", "bn1", "layer1", "layer2"] and set(plan.placeholders) == {"conv1", "bn1", "layer1"}
+    assert "not top-level" in plan_replay(parent, parse_genes(["layer2.0"]), x)
+    with caplog.at_level(logging.INFO, logger="hkt"):  # a gene inside a stage: HKT runs its own parent pass, and says so
+        record = fit(load_config(None, tiny_fashion + PARENT + ["method={name: hkt, genes: ['layer3.0:layer3']}", "trainer.max_epochs=1",
                                                                f"parent_cache={{dir: {tmp_path / 'c'}}}"]))
     assert "parent_cache" not in record
-    assert any("its parent pass is not cached" in r.getMessage() for r in caplog.records)
+    assert any("not used for method hkt: parent gene(s) ['layer3.0'] are not top-level" in r.getMessage() for r in caplog.records)
     assert json.dumps(record, default=str)

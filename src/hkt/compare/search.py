@@ -289,10 +289,10 @@ def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[
         study, dists = open_study(grid, method)
         _restore(study, dists, grid, method)
         budget = [t for t in study.get_trials(deepcopy=False) if t.number < trials]
-        failed = [t.number for t in budget if t.state not in (TrialState.COMPLETE, TrialState.RUNNING)]
-        if failed:
-            raise ConfigError(f"method {method!r}: trial(s) {failed} of the budget ended {budget[0].state.name.lower()} in the study; "
-                              "delete the study to search again")
+        ended = {t.number: t.state.name.lower() for t in budget if t.state not in (TrialState.COMPLETE, TrialState.RUNNING)}
+        if ended:  # a number of the budget that can never finish: the budget could not be filled
+            raise ConfigError(f"method {method!r}: trial(s) of the budget ended without a value in the study ({ended}); "
+                              f"delete the study {study.study_name!r} to search again")
         for frozen in budget:  # left running by a crash: resumed on the machine that holds its runs' locks
             if frozen.state == TrialState.RUNNING and frozen.user_attrs.get("host", host) == host:
                 print(f"[hkt compare] tune {method}: resuming trial {frozen.number} {frozen.params}", flush=True)

@@ -56,8 +56,11 @@ def parent_fingerprint(parent: nn.Module, paths: list[str]) -> dict[str, Any]:
 
 
 def _flatten(out: Any, feats: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``{name: tensor}`` for safetensors: the output (a tensor, or a list/tuple of tensors) and the gene features."""
-    if isinstance(out, Tensor):
+    """``{name: tensor}`` for safetensors: the output (a tensor, a list/tuple of tensors, or ``None``: genes only) and
+    the gene features."""
+    if out is None:
+        flat = {}
+    elif isinstance(out, Tensor):
         flat = {"out": out}
     elif isinstance(out, (list, tuple)) and all(isinstance(t, Tensor) for t in out):
         flat = {f"out.{i}": t for i, t in enumerate(out)}
@@ -67,12 +70,17 @@ def _flatten(out: Any, feats: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in flat.items()}
 
 
+def stored_bytes(out: Any, feats: dict[str, Tensor]) -> int:
+    """Bytes of one shard's tensors."""
+    return sum(t.numel() * t.element_size() for t in _flatten(out, feats).values())
+
+
 def _unflatten(flat: dict[str, Tensor], device: torch.device) -> tuple[Any, dict[str, Tensor]]:
     feats = {k[len("gene."):]: v.to(device) for k, v in flat.items() if k.startswith("gene.")}
     if "out" in flat:
         return flat["out"].to(device), feats
     outs = sorted((int(k[len("out."):]), v) for k, v in flat.items() if k.startswith("out."))
-    return [v.to(device) for _, v in outs], feats
+    return ([v.to(device) for _, v in outs] if outs else None), feats
 
 
 class ParentCache:

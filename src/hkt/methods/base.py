@@ -40,7 +40,6 @@ class Method(nn.Module):
     genes: list = []
     uses_hooks: bool = False
     parent_cache: Any = None  # a hkt.core.parent_cache.ParentCache, attached by the training run (config parent_cache)
-    caches_parent: bool = True  # every parent read goes through read_parent (False: the method runs the parent itself)
 
     def __init__(self, child: nn.Module, parent: nn.Module | None = None, task_loss: TaskLoss = F.cross_entropy) -> None:
         super().__init__()
@@ -63,6 +62,14 @@ class Method(nn.Module):
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         raise NotImplementedError
+
+    def parent_cache_plan(self, example: Tensor) -> tuple[list[str], int] | str:
+        """What the parent cache must store for this method: ``(parent gene paths, bytes per input row)``, or why
+        it cannot serve the method. Here: every parent read goes through :meth:`read_parent`."""
+        out, feats = self.read_parent(example, self.genes)
+        from hkt.core.parent_cache import stored_bytes
+
+        return [g.parent for g in self.genes], stored_bytes(out, feats) // example.shape[0]
 
     def read_parent(self, x: Any, genes: list | tuple = ()) -> tuple[Any, dict[str, Tensor]]:
         """The frozen parent's output on batch ``x`` and its side of ``genes`` (``{parent path: feature}``), without

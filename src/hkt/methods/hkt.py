@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from hkt.core.gene import parse_genes
 from hkt.core.inheritance import Inheritance
+from hkt.core.parent_cache import stored_bytes
+from hkt.core.replay import plan_replay, rehearse, replaying
 from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, logit_recipe, standardized
 
 LAM_SCHEDULES = ("constant", "linear", "cosine")
@@ -41,7 +43,6 @@ class HKT(Method):
         kd_weight, temperature: optional Hinton KD term on the child's logits (default 0 = off, T 4).
     """
     uses_hooks = True  # Extraction / Mixture hooks per step
-    caches_parent = False  # the child's mix runs on through the parent's layers: the inheritance engine runs the parent
 
     def __init__(
         self,
@@ -84,9 +85,42 @@ class HKT(Method):
             native=w_child > 0 or kd_weight > 0, reverse=w_parent > 0, parent_own=kd_weight > 0, adapter=adapter,
         )
         self.genes = self.inheritance.genes
+        self._replay = None  # set by parent_cache_plan
+
+    def parent_cache_plan(self, example: Tensor) -> tuple[list[str], int] | str:
+        """The parent cache stores the parent's gene outputs; a cached step replays the parent's modules up to its
+        last gene from them (``hkt.core.replay``) and computes the rest on the child's mix, as uncached."""
+        if not self.inheritance.stacked:
+            return "the genes run several times per forward (the separate-pass engine)"
+        plan = plan_replay(self.parent, self.genes, example)
+        if isinstance(plan, str):
+            return plan
+        was, seen = [m.training for m in (self, self.child)], []
+        self.eval()
+        try:
+            with torch.no_grad():
+                reason = rehearse(plan, self.parent, lambda: self.inheritance(self.parent, self.child, example),
+                                  lambda r: seen.append(r.parent_genes) or r.parent_genes, example.shape[0])
+        finally:
+            self.train(was[0])
+            self.child.train(was[1])
+            for a in self.inheritance.attentions:
+                a.gate = None
+        if reason is not None:
+            return reason
+        self._replay = plan
+        return [g.parent for g in self.genes], stored_bytes(None, seen[0]) // example.shape[0]
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        r = self.inheritance(self.parent, self.child, x)
+        cache = self.parent_cache
+        hit = cache.get(x) if cache is not None else None
+        if hit is not None:
+            with replaying(self.parent, self._replay, hit[1], x.shape[0]):
+                r = self.inheritance(self.parent, self.child, x)
+        else:
+            r = self.inheritance(self.parent, self.child, x)
+            if cache is not None:
+                cache.put(x, None, r.parent_genes)
         losses: dict[str, Tensor] = {}
         if r.child is not None and self.w_child > 0:
             losses["child"] = self.w_child * self.task_loss(r.child, y)

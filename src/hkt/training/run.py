@@ -71,27 +71,21 @@ def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
 def attach_parent_cache(method: Any, cfg: dict[str, Any], data: Any, example: Any) -> None:
     """Serve ``method``'s parent reads from the cache of ``cfg["parent_cache"]``; fails before training when the
     cache cannot be read (``read_only``) or the run's estimated shards would pass ``max_gb``."""
-    from hkt.core.parent_cache import ParentCache, _flatten
+    from hkt.core.parent_cache import ParentCache
 
     options = cfg["parent_cache"]
     if method.parent is None:
         return
-    if not isinstance(example, torch.Tensor):
-        log.info("parent_cache: inputs of this task are not one tensor (e.g. image pairs); the parent pass is not cached")
+    plan = method.parent_cache_plan(example) if isinstance(example, torch.Tensor) else "its inputs are not one tensor"
+    if isinstance(plan, str):
+        log.info("parent_cache: not used for method %s: %s", cfg["method"]["name"], plan)
         return
-    if not method.caches_parent:
-        log.info("parent_cache: method %s mixes the child into the parent's layers, so its parent pass is not cached",
-                 cfg["method"]["name"])
-        return
-    genes = list(method.genes) if method.genes else []
-    cache = ParentCache(options["dir"], method.parent, [g.parent for g in genes], options.get("read_only", False),
-                        options.get("max_gb"))
-    out, feats = method.read_parent(example, genes)  # one example batch sizes the estimate
-    per_example = sum(t.numel() * t.element_size() for t in _flatten(out, feats).values()) / len(example)
+    paths, per_row = plan
+    cache = ParentCache(options["dir"], method.parent, paths, options.get("read_only", False), options.get("max_gb"))
     batches = len(data.train_dataloader()) * int(cfg["trainer"].get("max_epochs") or 1)
-    cache.check_budget(int(per_example * data.batch_size), batches)
+    cache.check_budget(per_row * data.batch_size, batches)
     method.parent_cache = cache
-    log.info("parent_cache: %s (%.1f MB per batch, up to %d batches)", cache.dir, per_example * data.batch_size / 2**20, batches)
+    log.info("parent_cache: %s (%.1f MB per batch, up to %d batches)", cache.dir, per_row * data.batch_size / 2**20, batches)
 
 
 class CheckpointConfigMismatchError(ValueError):
