@@ -16,8 +16,8 @@ passes instead (``Inheritance._separate``): same outputs, one more parent forwar
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,11 +123,8 @@ class Inheritance(nn.Module):
     def _rehearse(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
         """Run one full inheritance pass on the example so that a model that cannot carry stacked paths
         fails here, with an explanation, instead of in the first training step."""
-        was_training = [m.training for m in (self, child)]
-        self.eval()
-        child.eval()
         try:
-            with torch.no_grad():
+            with self.rehearsal(child):
                 self(parent, child, args)
         except RuntimeError as e:
             raise GeneShapeError(
@@ -138,6 +135,17 @@ class Inheritance(nn.Module):
                 "module's forward) or fixes the batch size before the gene cannot take them. Call the skip-consuming "
                 "block as a module, move the first gene after such skips, or drop the stacked path (w_child=0 and kd_weight=0)."
             ) from e
+
+    @contextmanager
+    def rehearsal(self, child: nn.Module) -> Iterator[None]:
+        """For passes on the example batch outside training: eval mode and no gradients inside the block, then the
+        modes restored and the gates cleared (a rehearsal must not show up in the logged gates)."""
+        was_training = [m.training for m in (self, child)]
+        self.eval()
+        child.eval()
+        try:
+            with torch.no_grad():
+                yield
         finally:
             self.train(was_training[0])
             child.train(was_training[1])

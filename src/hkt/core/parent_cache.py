@@ -21,12 +21,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from hkt.io import write_atomic, write_with
 
 log = logging.getLogger("hkt")
 VERSION = 1  # bump when what a shard holds changes
@@ -40,7 +41,8 @@ class ParentCacheError(ValueError):
 def _tensor_digest(h: Any, t: Tensor) -> None:
     t = t.detach()
     h.update(f"{tuple(t.shape)}|{t.stride()}|{t.dtype}|".encode())
-    h.update(t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if t.numel():  # hashed through the buffer protocol: no copy beyond the move to the CPU
+        h.update(t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy())
 
 
 def parent_fingerprint(parent: nn.Module, paths: list[str]) -> dict[str, Any]:
@@ -110,7 +112,7 @@ class ParentCache:
         if not read_only:
             self.dir.mkdir(parents=True, exist_ok=True)
             if not (self.dir / "key.json").is_file():
-                self._write(self.dir / "key.json", json.dumps(self.key, indent=1).encode())
+                write_atomic(self.dir / "key.json", json.dumps(self.key, indent=1))
 
     def _shard(self, x: Tensor) -> Path:
         h = hashlib.blake2b(digest_size=20)
@@ -159,20 +161,9 @@ class ParentCache:
         from safetensors.torch import save
 
         data = save(_flatten(out, feats))
-        self._write(self._shard(x), data)
+        # a kill or a full disk never leaves half a shard under its name
+        write_with(self._shard(x), lambda tmp: Path(tmp).write_bytes(data))
         self.bytes_written += len(data)
-
-    def _write(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:  # a full disk, a kill: no half-written shard is ever visible under its name
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def summary(self) -> dict[str, Any]:
         total = self.hits + self.misses

@@ -95,17 +95,10 @@ class HKT(Method):
         plan = plan_replay(self.parent, self.genes, example)
         if isinstance(plan, str):
             return plan
-        was, seen = [m.training for m in (self, self.child)], []
-        self.eval()
-        try:
-            with torch.no_grad():
-                reason = rehearse(plan, self.parent, lambda: self.inheritance(self.parent, self.child, example),
-                                  lambda r: seen.append(r.parent_genes) or r.parent_genes, example.shape[0])
-        finally:
-            self.train(was[0])
-            self.child.train(was[1])
-            for a in self.inheritance.attentions:
-                a.gate = None
+        seen: list[dict[str, Tensor]] = []
+        with self.inheritance.rehearsal(self.child):
+            reason = rehearse(plan, self.parent, lambda: self.inheritance(self.parent, self.child, example),
+                              lambda r: seen.append(r.parent_genes) or r.parent_genes, example.shape[0])
         if reason is not None:
             return reason
         self._replay = plan
