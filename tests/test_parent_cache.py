@@ -51,28 +51,64 @@ def test_a_warm_cache_gives_the_uncached_run_bit_for_bit(tiny_fashion, tmp_path,
     assert other_seed["hits"] == 0, "another seed feeds other batches: every step misses"
 
 
-def test_another_parent_or_other_genes_use_another_directory(tmp_path):
+def test_another_parent_or_precision_uses_another_directory(tmp_path):
     parent = build_model("resnet8", 10, 1, 8)
-    base = ParentCache(tmp_path, parent, ["layer2"]).dir
-    assert ParentCache(tmp_path, parent, ["layer2"]).dir == base
-    assert ParentCache(tmp_path, parent, ["layer3"]).dir != base
+    base = ParentCache(tmp_path, parent).dir
+    assert ParentCache(tmp_path, parent, ["layer3"]).dir == base, "genes live inside the shards, not in the key"
+    assert ParentCache(tmp_path, parent, fp16=True).dir != base
     with torch.no_grad():
         parent.linear.bias[0] += 1e-6
-    assert ParentCache(tmp_path, parent, ["layer2"]).dir != base
+    assert ParentCache(tmp_path, parent).dir != base
     parent = build_model("resnet8", 10, 1, 8).to(memory_format=torch.channels_last)
-    assert ParentCache(tmp_path, parent, ["layer2"]).dir != ParentCache(tmp_path, build_model("resnet8", 10, 1, 8), ["layer2"]).dir
+    assert ParentCache(tmp_path, parent).dir != ParentCache(tmp_path, build_model("resnet8", 10, 1, 8)).dir
 
 
-def test_a_batch_differing_in_one_value_misses(tmp_path):
+def test_a_batch_differing_in_one_value_or_a_gene_the_shard_lacks_misses(tmp_path):
     parent = build_model("resnet8", 10, 1, 8).eval()
-    cache = ParentCache(tmp_path, parent, [])
+    cache = ParentCache(tmp_path, parent)
     x = torch.randn(4, 1, 28, 28)
-    cache.put(x, parent(x), {})
-    assert cache.get(x.clone()) is not None
+    with torch.no_grad():
+        out = parent(x)
+    cache.put(x, out, {"layer2": out[:, :2]}, seconds=0.5)
+    got, feats = cache.get(x.clone(), ["layer2"])
+    assert torch.equal(got, out) and feats.keys() == {"layer2"} and torch.equal(feats["layer2"], out[:, :2])
+    assert cache.get(x, ["layer3"]) is None and cache.partial == 1, "a gene the shard lacks is a miss"
     y = x.clone()
     y[3, 0, 27, 27] += 1e-7
     assert cache.get(y) is None and cache.get(x[:3]) is None
     assert cache.get(x.to(memory_format=torch.channels_last)) is None  # another layout can sum in another order
+    assert cache.hits == 1 and 0 < cache.saved_s < 0.5 and cache.compute_s == 0.5
+
+
+def test_a_grid_stores_every_gene_its_methods_read_so_later_methods_hit(tiny_fashion, tmp_path):
+    """kd's run stores layer2 too (``store``): a later fitnet run on the same stream never runs the parent, and equals
+    its uncached run bit for bit."""
+    cache = f"parent_cache={{dir: {tmp_path / 'cache'}, store: [layer2, avgpool]}}"
+    first = fit(load_config(None, tiny_fashion + METHODS["kd"] + PARENT + [cache, f"out_dir={tmp_path / 'kd'}"]))
+    assert first["parent_cache"]["misses"] == 16 and first["parent_cache"]["compute_s"] > 0
+    for method in ("fitnet", "hkt_pooled"):
+        plain = run(tiny_fashion + METHODS[method], tmp_path / f"{method}_plain")
+        later = run(tiny_fashion + METHODS[method] + [cache], tmp_path / method)
+        same_run(plain, later)
+        assert later[0]["parent_cache"]["hits"] == 16 and later[0]["parent_cache"]["misses"] == 0
+        assert later[0]["parent_cache"]["compute_s"] == 0 and later[0]["parent_cache"]["saved_s"] > 0
+
+
+def test_fp16_storage_states_its_error_and_cached_runs_agree(tiny_fashion, tmp_path, caplog):
+    overrides = tiny_fashion + METHODS["fitnet"] + [f"parent_cache={{dir: {tmp_path / 'cache'}, fp16: true}}"]
+    with caplog.at_level(logging.INFO, logger="hkt"):
+        cold = run(overrides, tmp_path / "cold")
+    stated = [r.getMessage() for r in caplog.records if "largest relative rounding error" in r.getMessage()]
+    assert len(stated) == 1 and 0 < cold[0]["parent_cache"]["fp16_max_relative_error"] <= 2.0**-11
+    warm = run(overrides, tmp_path / "warm")
+    same_run(cold, warm)  # both read the rounded values
+    assert warm[0]["parent_cache"]["hits"] == 16
+    plain = run(tiny_fashion + METHODS["fitnet"], tmp_path / "plain")
+    assert any(not torch.equal(v, warm[1][k]) for k, v in plain[1].items()), "fp16 is not exact: the weights differ"
+    half = sorted((tmp_path / "cache").rglob("*.safetensors"))[0].stat().st_size
+    fp32 = fit(load_config(None, tiny_fashion + METHODS["fitnet"] + PARENT + ["trainer.max_epochs=1", f"out_dir={tmp_path / 'f32'}",
+                                                                            f"parent_cache={{dir: {tmp_path / 'c32'}}}"]))
+    assert fp32["parent_cache"]["written_mb"] / 8 > 1.9 * half / 2**20, "float16 shards take about half"
 
 
 def test_a_corrupt_shard_is_named_and_recomputed(tiny_fashion, tmp_path, caplog):
@@ -91,13 +127,17 @@ def test_a_corrupt_shard_is_named_and_recomputed(tiny_fashion, tmp_path, caplog)
 
 def test_a_cache_that_cannot_serve_the_run_fails_before_training(tiny_fashion, tmp_path):
     overrides = tiny_fashion + METHODS["fitnet"] + PARENT + [f"out_dir={tmp_path / 'run'}"]
-    with pytest.raises(ParentCacheError, match=r"read_only: .* holds no values for this parent and genes .*genes \['layer2'\]"):
+    with pytest.raises(ParentCacheError, match=r"read_only: .* holds no values for this parent \(CifarResNet, weights .*storage as computed\)"):
         fit(load_config(None, overrides + [f"parent_cache={{dir: {tmp_path / 'empty'}, read_only: true}}"]))
-    with pytest.raises(ParentCacheError, match=r"may add 0\.\d\d GB \(16 batches x .* MB .*genes \['layer2'\].*past parent_cache\.max_gb = 1e-05"):
-        fit(load_config(None, overrides + [f"parent_cache={{dir: {tmp_path / 'c'}, max_gb: 0.00001}}"]))
+    run(tiny_fashion + METHODS["fitnet"] + ["trainer.max_epochs=1", "data.batch_size=32"], tmp_path / "filled", tmp_path / "filled_cache")
+    with pytest.raises(ParentCacheError, match=r"holds this parent but not the first training batch .* another data stream"):
+        fit(load_config(None, overrides + [f"parent_cache={{dir: {tmp_path / 'filled_cache'}, read_only: true}}"]))
+    with pytest.raises(ParentCacheError, match=r"may add 0\.\d\d GB \(16 batches x .* MB .*genes \['layer2', 'layer3'\].*past parent_cache\.max_gb = 1e-05"):
+        fit(load_config(None, overrides + [f"parent_cache={{dir: {tmp_path / 'c'}, max_gb: 0.00001, store: [layer3]}}"]))
     assert not (tmp_path / "run" / "checkpoints").exists(), "nothing trained"
     for bad, message in [("{max_gb: 3}", "mapping with a dir"), ("{dir: c, max_gbs: 3}", "Did you mean max_gb"),
-                         ("{dir: c, max_gb: -1}", "positive number of GB"), ("{dir: c, read_only: 1}", "true or false")]:
+                         ("{dir: c, max_gb: -1}", "positive number of GB"), ("{dir: c, read_only: 1}", "true or false"),
+                         ("{dir: c, fp16: yes please}", "fp16 must be true or false"), ("{dir: c, store: layer2}", "list of parent genes")]:
         with pytest.raises(ConfigError, match=message):
             load_config(None, overrides + [f"parent_cache={bad}"])
 

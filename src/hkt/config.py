@@ -7,7 +7,7 @@ options), ``data`` (the task's data module: ``ImageClassificationData``, ``Segme
 method's options), ``optim`` (``MethodModule``: optimizer, lr, momentum, weight_decay, nesterov, schedule),
 ``trainer`` (``lightning.Trainer``
 arguments, passed straight through: accelerator, devices, strategy, num_nodes, precision, max_epochs …),
-``parent_cache`` (``{dir, max_gb, read_only}``: ``hkt.core.parent_cache``; off when null).
+``parent_cache`` (``{dir, max_gb, read_only, store, fp16}``: ``hkt.core.parent_cache``; off when null).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
     "parent_cache": None,
 }
-PARENT_CACHE_KEYS = {"dir", "max_gb", "read_only"}
+PARENT_CACHE_KEYS = {"dir", "max_gb", "read_only", "store", "fp16"}
 
 
 class ConfigError(ValueError):
@@ -198,8 +198,12 @@ def _check_parent_cache(pc: Any) -> None:
     gb = pc.get("max_gb")
     if gb is not None and (not isinstance(gb, (int, float)) or isinstance(gb, bool) or gb <= 0):
         raise ConfigError(f"parent_cache.max_gb must be a positive number of GB (or null: no limit), got {gb!r}")
-    if not isinstance(pc.get("read_only", False), bool):
-        raise ConfigError(f"parent_cache.read_only must be true or false, got {pc['read_only']!r}")
+    for key in ("read_only", "fp16"):
+        if not isinstance(pc.get(key, False), bool):
+            raise ConfigError(f"parent_cache.{key} must be true or false, got {pc[key]!r}")
+    store = pc.get("store") or []
+    if not isinstance(store, list) or not all(isinstance(g, (str, dict)) for g in store):
+        raise ConfigError(f"parent_cache.store must be a list of parent genes (e.g. [avgpool, layer2]), got {store!r}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

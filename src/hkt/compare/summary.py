@@ -98,6 +98,7 @@ def _rows(
             "test_last_epoch": [r.get(f"{key}_last_epoch") for r in recs if r.get(f"{key}_last_epoch") is not None],
             "wall_s": [r["fit_wall_s"] for r in recs],
             "median_step_s": [r["median_step_s"] for r in recs if r.get("median_step_s")],
+            "parent_saved_s": [r["parent_cache"]["saved_s"] for r in recs if "saved_s" in r.get("parent_cache", {})],
             **{f"vs_{ref}": paired(test[m], test[ref]) if ref in test and m != ref else None for ref in REFERENCES},
         })
     return rows
@@ -161,20 +162,25 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
         by_metric[key] = {"rows": rows, "extra_pairs": extra}
         vscale, vunit = _scale(val_key.removesuffix("_best"))
         head = "".join(f" vs {r} (95% CI) | p (Holm) |" for r in refs)
+        cached = any(r["parent_saved_s"] for r in rows)  # a column only for grids run with the parent cache
         lines += [
             "",
             f"## {key}{unit}",
             "",
-            f"| method | seeds | test{unit} | {metric['val']}{vunit} | last-epoch test{unit} |{head} step (s) | wall (s) |",
-            "|---|---|---|---|---|" + "---|---|" * len(refs) + "---|---|",
+            f"| method | seeds | test{unit} | {metric['val']}{vunit} | last-epoch test{unit} |{head} step (s) | wall (s) |"
+            + (" parent compute saved (s) |" if cached else ""),
+            "|---|---|---|---|---|" + "---|---|" * len(refs) + "---|---|" + ("---|" if cached else ""),
         ]
         for r in rows:
             cells = "".join(f" {d} | {p} |" for d, p in (_diff(r[f"vs_{ref}"], scale, digits) for ref in refs))
             step = f"{statistics.median(r['median_step_s']):.3f}" if r["median_step_s"] else "–"
+            saved = (f" {statistics.mean(r['parent_saved_s']):.0f} |" if r["parent_saved_s"] else " – |") if cached else ""
             lines.append(
                 f"| {r['method']} | {len(r['seeds'])} | {_ms(r['test'], scale, digits)} | {_ms(r['val'], vscale, digits)} | "
-                f"{_ms(r['test_last_epoch'], scale, digits)} |{cells} {step} | {statistics.mean(r['wall_s']):.0f} |"
+                f"{_ms(r['test_last_epoch'], scale, digits)} |{cells} {step} | {statistics.mean(r['wall_s']):.0f} |{saved}"
             )
+        if cached:
+            lines += ["", _cache_line(rows)]
         lines += ["", *_verdicts(rows, refs, sign, scale, digits, key), *_extra_pairs(extra, sign, scale, digits)]
     lines += ["", *_hkt_diagnostics(records, order)]
     if any(r.get("epochs") for m in order for r in records[m].values()):
@@ -184,6 +190,16 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     _plots(records, order, grid, out)
     return summary
+
+
+def _cache_line(rows: list[dict[str, Any]]) -> str:
+    """Wall time and parent compute saved over the final runs of the table."""
+    wall = sum(sum(r["wall_s"]) for r in rows)
+    saved = sum(sum(r["parent_saved_s"]) for r in rows)
+    return (f"Parent cache (`parent_cache`): wall (s) and parent compute saved (s) are means per run; over the {sum(len(r['wall_s']) for r in rows)} "
+            f"final runs the wall time is {wall:,.0f} s and the parent compute the cache saved {saved:,.0f} s (the seconds the "
+            "parent took when each hit's shard was written, less the time to read it; for `hkt`, an upper bound: the parent's "
+            "layers after its last gene still run).")
 
 
 def _prepare_section(grid: dict[str, Any], out: Path, keys: list[str]) -> list[str]:

@@ -47,7 +47,6 @@ class Inherited:
     inherited: Any = None  # the child with the inherited mixes flowing through its remaining blocks
     parent_on_mix: Any = None  # the frozen parent's downstream blocks on the child's mix
     parent: Any = None  # the parent's own output
-    parent_genes: dict[str, Tensor] | None = None  # {parent path: the parent's own gene output} (stacked engine)
 
 
 def _batch_size(args: tuple[Any, ...]) -> int:
@@ -230,7 +229,6 @@ class Inheritance(nn.Module):
                 v[i] = read(out, element).detach()
                 if i != last_parent:
                     return None
-                result.parent_genes = {self.genes[j].parent: v[j] for j in v}
                 run_child()
                 if not (parent_on_mix or parent_own):
                     raise _ParentDone

@@ -101,12 +101,11 @@ def replaying(parent: nn.Module, plan: ReplayPlan, genes: dict[str, Tensor], bat
             setattr(parent, name, module)
 
 
-def rehearse(plan: ReplayPlan, parent: nn.Module, run: Callable[[], Any], genes_of: Callable[[Any], dict[str, Tensor]],
-             batch: int) -> str | None:
-    """``None`` when ``run()`` (an inheritance pass) gives bit-identical outputs plain and replayed from its own
-    genes, with zeros and with random values in the placeholders; else the reason."""
+def rehearse(plan: ReplayPlan, parent: nn.Module, run: Callable[[], Any], genes: dict[str, Tensor], batch: int) -> str | None:
+    """``None`` when ``run()`` (an inheritance pass) gives bit-identical outputs plain and replayed from ``genes``
+    (the parent's gene outputs of a plain forward, as the cache stores them), with zeros and with random values in
+    the placeholders; else the reason."""
     plain = run()
-    genes = {k: v.clone() for k, v in genes_of(plain).items()}
     for fill in (torch.zeros, lambda shape, dtype, device: torch.randn(shape, device=device).to(dtype)):
         with replaying(parent, plan, genes, batch, fill):
             again = run()

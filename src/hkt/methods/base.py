@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hkt.core.extract import extracting
+from hkt.core.gene import Gene
+from hkt.core.parent_cache import sync_device
 from hkt.core.outputs import drop_logits_hook, read_logits
 
 TaskLoss = Callable[[Any, Any], Tensor]
@@ -63,21 +66,23 @@ class Method(nn.Module):
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         raise NotImplementedError
 
-    def parent_cache_plan(self, example: Tensor) -> tuple[list[str], int] | str:
-        """What the parent cache must store for this method: ``(parent gene paths, bytes per input row)``, or why
-        it cannot serve the method. Here: every parent read goes through :meth:`read_parent`."""
-        out, feats = self.read_parent(example, self.genes)
-        from hkt.core.parent_cache import stored_bytes
+    def parent_cache_plan(self, example: Tensor) -> str | None:
+        """Why the parent cache cannot serve this method, or ``None`` when it can. Here it always can: every parent
+        read goes through :meth:`read_parent`."""
+        return None
 
-        return [g.parent for g in self.genes], stored_bytes(out, feats) // example.shape[0]
-
-    def read_parent(self, x: Any, genes: list | tuple = ()) -> tuple[Any, dict[str, Tensor]]:
+    def read_parent(self, x: Any, genes: Sequence[Gene] = ()) -> tuple[Any, dict[str, Tensor]]:
         """The frozen parent's output on batch ``x`` and its side of ``genes`` (``{parent path: feature}``), without
-        gradient: from the parent cache when one is attached and holds this batch, else computed (and stored)."""
+        gradient: from the parent cache when one is attached and holds this batch, else computed (and stored, with
+        the cache's extra genes)."""
         cache = self.parent_cache if isinstance(x, Tensor) else None
-        hit = cache.get(x) if cache is not None else None
-        if hit is not None:
-            return hit
+        paths = [g.parent for g in genes]
+        if cache is not None:
+            hit = cache.get(x, paths)
+            if hit is not None:
+                return hit
+            genes = cache.genes_to_read(genes)
+        start = time.perf_counter()
         with torch.no_grad():
             if genes:
                 with extracting(self.parent, genes, "parent") as pf:
@@ -85,9 +90,11 @@ class Method(nn.Module):
                 feats = dict(pf)
             else:
                 out, feats = self.parent(x), {}
-        if cache is not None:
-            cache.put(x, out, feats)
-        return out, feats
+        if cache is None:
+            return out, feats
+        sync_device(x)
+        out, feats = cache.put(x, out, feats, time.perf_counter() - start)
+        return out, {p: feats[p] for p in paths}
 
     def learnable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser owns: everything except the parent."""

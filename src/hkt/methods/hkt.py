@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 from hkt.core.gene import parse_genes
 from hkt.core.inheritance import Inheritance
-from hkt.core.parent_cache import stored_bytes
 from hkt.core.replay import plan_replay, rehearse, replaying
 from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, logit_recipe, standardized
 
@@ -87,7 +86,7 @@ class HKT(Method):
         self.genes = self.inheritance.genes
         self._replay = None  # set by parent_cache_plan
 
-    def parent_cache_plan(self, example: Tensor) -> tuple[list[str], int] | str:
+    def parent_cache_plan(self, example: Tensor) -> str | None:
         """The parent cache stores the parent's gene outputs; a cached step replays the parent's modules up to its
         last gene from them (``hkt.core.replay``) and computes the rest on the child's mix, as uncached."""
         if not self.inheritance.stacked:
@@ -95,25 +94,21 @@ class HKT(Method):
         plan = plan_replay(self.parent, self.genes, example)
         if isinstance(plan, str):
             return plan
-        seen: list[dict[str, Tensor]] = []
+        _, genes = self.read_parent(example, self.genes)  # what a cache holds: the parent's plain forward
         with self.inheritance.rehearsal(self.child):
-            reason = rehearse(plan, self.parent, lambda: self.inheritance(self.parent, self.child, example),
-                              lambda r: seen.append(r.parent_genes) or r.parent_genes, example.shape[0])
-        if reason is not None:
-            return reason
-        self._replay = plan
-        return [g.parent for g in self.genes], stored_bytes(None, seen[0]) // example.shape[0]
+            reason = rehearse(plan, self.parent, lambda: self.inheritance(self.parent, self.child, example), genes,
+                              example.shape[0])
+        if reason is None:
+            self._replay = plan
+        return reason
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
-        cache = self.parent_cache
-        hit = cache.get(x) if cache is not None else None
-        if hit is not None:
-            with replaying(self.parent, self._replay, hit[1], x.shape[0]):
-                r = self.inheritance(self.parent, self.child, x)
-        else:
+        if self.parent_cache is None:
             r = self.inheritance(self.parent, self.child, x)
-            if cache is not None:
-                cache.put(x, None, r.parent_genes)
+        else:  # the parent's genes from the cache (or one plain parent pass that fills it), then replayed
+            _, genes = self.read_parent(x, self.genes)
+            with replaying(self.parent, self._replay, genes, x.shape[0]):
+                r = self.inheritance(self.parent, self.child, x)
         losses: dict[str, Tensor] = {}
         if r.child is not None and self.w_child > 0:
             losses["child"] = self.w_child * self.task_loss(r.child, y)

@@ -71,21 +71,24 @@ def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
 def attach_parent_cache(method: Any, cfg: dict[str, Any], data: Any, example: Any) -> None:
     """Serve ``method``'s parent reads from the cache of ``cfg["parent_cache"]``; fails before training when the
     cache cannot be read (``read_only``) or the run's estimated shards would pass ``max_gb``."""
-    from hkt.core.parent_cache import ParentCache
+    from hkt.core.parent_cache import GB, ParentCache, stored_bytes
 
     options = cfg["parent_cache"]
     if method.parent is None:
         return
-    plan = method.parent_cache_plan(example) if isinstance(example, torch.Tensor) else "its inputs are not one tensor"
-    if isinstance(plan, str):
-        log.info("parent_cache: not used for method %s: %s", cfg["method"]["name"], plan)
+    reason = method.parent_cache_plan(example) if isinstance(example, torch.Tensor) else "its inputs are not one tensor"
+    if reason is not None:
+        log.info("parent_cache: not used for method %s: %s", cfg["method"]["name"], reason)
         return
-    paths, per_row = plan
-    cache = ParentCache(options["dir"], method.parent, paths, options.get("read_only", False), options.get("max_gb"))
+    cache = ParentCache(options["dir"], method.parent, options.get("store") or (), options.get("read_only", False),
+                        options.get("max_gb"), options.get("fp16", False))
+    out, feats = method.read_parent(example, cache.genes_to_read(method.genes))  # one shard's contents, uncached
+    per_batch = stored_bytes(out, feats, cache.fp16) * data.batch_size // example.shape[0]
     batches = len(data.train_dataloader()) * int(cfg["trainer"].get("max_epochs") or 1)
-    cache.check_budget(per_row * data.batch_size, batches)
+    cache.check_budget(per_batch, batches, list(feats))
     method.parent_cache = cache
-    log.info("parent_cache: %s (%.1f MB per batch, up to %d batches)", cache.dir, per_row * data.batch_size / 2**20, batches)
+    log.info("parent_cache: %s, storing %s; %.2f MB per batch, up to %d batches (%.2f GB) this run", cache.dir,
+             ", ".join(["the output", *feats]), per_batch / 2**20, batches, per_batch * batches / GB)
 
 
 class CheckpointConfigMismatchError(ValueError):
