@@ -25,8 +25,8 @@ OUT = Path("benchmarks/results/parent_cache")
 
 
 def run(grid: dict[str, Any]) -> dict[str, Any]:
-    from hkt.compare.grid import run_grid
-    from hkt.compare.summary import load_records
+    from hkt.compare.records import load_records
+    from hkt.compare.run import run_grid
 
     before = sum(len(v) for v in load_records(grid["out_dir"]).values())
     start = time.perf_counter()
@@ -49,15 +49,19 @@ def compare(plain: dict[str, Any], cached: dict[str, Any], methods: list[str], s
             "role": "no parent" if cache[0] is None else "cold" if cache[0]["misses"] else "warm",
             "over_ce_cached": statistics.mean(wall(cached["records"], m)) / ce,
             "over_ce_uncached": statistics.mean(wall(plain["records"], m)) / statistics.mean(wall(plain["records"], "ce")),
-            "hits": sum(c["hits"] for c in cache if c), "misses": sum(c["misses"] for c in cache if c),
+            "hits": sum(c["hits"] for c in cache if c),
+            "misses": sum(c["misses"] for c in cache if c),
             "saved_s": statistics.mean(c["saved_s"] for c in cache) if cache[0] else None,
             "same_result": all(
                 plain["records"][m][s]["test_acc"] == cached["records"][m][s]["test_acc"]
-                and [e.get("val/acc") for e in plain["records"][m][s]["epochs"]] == [e.get("val/acc") for e in cached["records"][m][s]["epochs"]]
+                and [e.get("val/acc") for e in plain["records"][m][s]["epochs"]]
+                == [e.get("val/acc") for e in cached["records"][m][s]["epochs"]]
                 for s in seeds
             ),
         }
-    totals = {k: sum(r["fit_wall_s"] for m in methods for r in g["records"][m].values()) for k, g in (("uncached", plain), ("cached", cached))}
+    totals = {
+        k: sum(r["fit_wall_s"] for m in methods for r in g["records"][m].values()) for k, g in (("uncached", plain), ("cached", cached))
+    }
     warm = [m for m, v in per_method.items() if v["role"] == "warm"]
     return {
         "methods": per_method,
@@ -80,13 +84,15 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "checkpoints; not process start-up, data decoding or the test pass), mean over the seeds, measured on this machine "
         "in one sitting per grid" + (" (a grid was resumed: its times mix sittings)" if any(result["resumed"].values()) else "") + ".",
         "",
-        "| method | role in the cached grid | uncached (s) | cached (s) | cached / cached ce | uncached / uncached ce | hits / misses | parent compute saved per run (s) | same result |",
+        "| method | role in the cached grid | uncached (s) | cached (s) | cached / cached ce | uncached / uncached ce | hits / "
+        "misses | parent compute saved per run (s) | same result |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for m, v in result["methods"].items():
         saved = "–" if v["saved_s"] is None else f"{v['saved_s']:.1f}"
         lines.append(
-            f"| {m} | {v['role']} | {v['uncached_s']:.1f} | {v['cached_s']:.1f} | {v['over_ce_cached']:.2f}x | {v['over_ce_uncached']:.2f}x | "
+            f"| {m} | {v['role']} | {v['uncached_s']:.1f} | {v['cached_s']:.1f} | {v['over_ce_cached']:.2f}x | "
+            f"{v['over_ce_uncached']:.2f}x | "
             f"{v['hits']} / {v['misses']} | {saved} | {'yes' if v['same_result'] else 'NO'} |"
         )
     t, e = result["train_wall_s"], result["elapsed_s"]
@@ -97,7 +103,10 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"(elapsed, with start-up and tests: {e['uncached']:,.0f} s and {e['cached']:,.0f} s).",
         "",
         "Goals: warm `kd` and pooled-gene `hkt` within 1.2x of `ce`: "
-        + ", ".join(f"`{m}` {'met' if ok else 'missed'} ({result['methods'][m]['over_ce_cached']:.2f}x)" for m, ok in goals["warm kd and hkt within 1.2x of ce"].items())
+        + ", ".join(
+            f"`{m}` {'met' if ok else 'missed'} ({result['methods'][m]['over_ce_cached']:.2f}x)"
+            for m, ok in goals["warm kd and hkt within 1.2x of ce"].items()
+        )
         + f"; the grid at least 3x faster: {'met' if goals['grid at least 3x faster'] else 'missed'} ({result['speedup']:.2f}x).",
     ]
     return "\n".join(lines) + "\n"
@@ -105,13 +114,17 @@ def markdown(result: dict[str, Any], command: str) -> str:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    from hkt.compare.grid import load_grid
+    from hkt.compare.spec import load_grid
     from hkt.io import write_atomic
 
     cached_grid = load_grid(GRID)
-    plain_grid = dict(cached_grid, name=f"{cached_grid['name']}, without the parent cache", out_dir=str(OUT / "uncached"),
-                      work_dir="runs/compare/parent_cache_uncached",
-                      common={**cached_grid["common"], "parent_cache": None})
+    plain_grid = dict(
+        cached_grid,
+        name=f"{cached_grid['name']}, without the parent cache",
+        out_dir=str(OUT / "uncached"),
+        work_dir="runs/compare/parent_cache_uncached",
+        common={**cached_grid["common"], "parent_cache": None},
+    )
     plain = run(plain_grid)
     cached = run(cached_grid)
     result = compare(plain, cached, list(cached_grid["methods"]), cached_grid["seeds"])
