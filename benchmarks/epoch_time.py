@@ -27,15 +27,18 @@ METHODS = {"ce": "{name: ce}", "kd": "{name: kd}", "hkt (reference)": "{name: hk
 
 def old_pipeline(data) -> None:  # noqa: ANN001
     """Patch a set-up data module back to the per-sample path: v2 transforms per item, 2 workers."""
-    from input_pipeline import OldArrayDataset
-
     from hkt.data.datamodule import DATASETS, EpochSampler
+    from input_pipeline import OldArrayDataset
 
     _, mean, std, pad, _ = DATASETS["cifar10"]
     train = data.splits["train"]
-    transform = v2.Compose([v2.RandomCrop((32, 32), padding=pad), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    transform = v2.Compose(
+        [v2.RandomCrop((32, 32), padding=pad), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    )
     old = OldArrayDataset(train.images, train.labels, transform)
-    data.train_dataloader = lambda: DataLoader(old, batch_size=data.batch_size, sampler=EpochSampler(old, 0), drop_last=True, num_workers=2, persistent_workers=True)
+    data.train_dataloader = lambda: DataLoader(
+        old, batch_size=data.batch_size, sampler=EpochSampler(old, 0), drop_last=True, num_workers=2, persistent_workers=True
+    )
     data.on_after_batch_transfer = lambda batch, dataloader_idx=0: batch
 
 
@@ -44,16 +47,34 @@ def epoch_seconds(method: str, pipeline: str, images: int) -> float:
     from hkt.training.run import build
 
     parent = [] if method == "{name: ce}" else ["parent.arch=resnet56", "parent.weights=resnet56-cifar10"]
-    cfg = load_config(None, [
-        "data.name=cifar10", "data.val_from=test", f"data.train_subset={images}", "data.batch_size=128",
-        f"data.num_workers={2 if pipeline == 'old' else 0}", "child.arch=resnet20", "child.weights=resnet20-cifar10",
-        f"method={method}", *parent,
-    ])
+    cfg = load_config(
+        None,
+        [
+            "data.name=cifar10",
+            "data.val_from=test",
+            f"data.train_subset={images}",
+            "data.batch_size=128",
+            f"data.num_workers={2 if pipeline == 'old' else 0}",
+            "child.arch=resnet20",
+            "child.weights=resnet20-cifar10",
+            f"method={method}",
+            *parent,
+        ],
+    )
     data, module = build(cfg)
     if pipeline == "old":
         old_pipeline(data)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
     return time.perf_counter() - start
@@ -70,8 +91,11 @@ def main() -> None:
         times = {p: epoch_seconds(method, p, args.images) for p in ("old", "new")}
         rows.append({"method": label, "old_s": times["old"], "new_s": times["new"], "saving": 1 - times["new"] / times["old"]})
         print(rows[-1], flush=True)
-    result = {"machine": {"processor": platform.processor() or platform.machine(), "torch_threads": 2, "torch": torch.__version__},
-              "images": args.images, "rows": rows}
+    result = {
+        "machine": {"processor": platform.processor() or platform.machine(), "torch_threads": 2, "torch": torch.__version__},
+        "images": args.images,
+        "rows": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from _timing import median_step
 
 
@@ -69,9 +70,16 @@ def main() -> None:
             times["exported child, onnxruntime"].append(median_step(lambda: session.run(None, {name: arr}), args.reps, warmup=3))
         plain = statistics.median(times["plain ResNet-20, eager (fresh, never trained)"])
         for label, t in times.items():
-            rows.append({"batch": batch, "runtime": label, "median_s": statistics.median(t), "vs_plain_eager": statistics.median(t) / plain})
+            rows.append(
+                {"batch": batch, "runtime": label, "median_s": statistics.median(t), "vs_plain_eager": statistics.median(t) / plain}
+            )
     result = {
-        "machine": {"processor": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__, "onnxruntime": ort.__version__},
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+        },
         "reps": args.reps,
         "export_parity": {f: r.get("max_abs_diff") for f, r in report["formats"].items()},
         "rows": rows,
@@ -82,7 +90,8 @@ def main() -> None:
     lines = [
         f"Exported HKT child (ResNet-20) inference latency, CPU ({args.threads} threads), median of {args.reps} calls x 3 rounds.",
         f"Command: `python benchmarks/export_latency.py --reps {args.reps} --threads {args.threads}`. Export parity (max |diff|): "
-        + ", ".join(f"{f} {d:.2g}" for f, d in result["export_parity"].items() if d is not None) + ".",
+        + ", ".join(f"{f} {d:.2g}" for f, d in result["export_parity"].items() if d is not None)
+        + ".",
         "",
         "| batch | runtime | median (ms) | vs plain eager |",
         "|---|---|---|---|",

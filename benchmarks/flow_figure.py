@@ -31,14 +31,18 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hkt.compare.grid import load_grid, run_config
+    from hkt.compare.spec import load_grid, run_config
     from hkt.training.run import load_trained
     from hkt.visualize import flow_to_rgb
 
     grid = load_grid(args.config)
     nets = {}
     data = None
-    for label, name, seed in (("parent", "parent", None), (f"child, {args.baseline}", args.baseline, args.seed), (f"child, {args.hkt}", args.hkt, args.seed)):
+    for label, name, seed in (
+        ("parent", "parent", None),
+        (f"child, {args.baseline}", args.baseline, args.seed),
+        (f"child, {args.hkt}", args.hkt, args.seed),
+    ):
         data, module = load_trained(run_config(grid, name, seed))
         nets[label] = module.method.child.eval()
     from hkt.tasks.flow import FlowError

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
+
 from _timing import median_step, rss_mb, training_step
 
 PARENT, CHILD = "torchvision:raft_large", "torchvision:raft_small"
@@ -80,21 +81,42 @@ def main() -> None:
     rows = []
     for label in ROWS:
         proc = subprocess.run(
-            [sys.executable, __file__, "--one", label, "--steps", str(args.steps), "--batch", str(args.batch),
-             "--size", *map(str, size), "--iterations", str(args.iterations)],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                label,
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--size",
+                *map(str, size),
+                "--iterations",
+                str(args.iterations),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     kd = next(r for r in rows if r["row"] == "kd")
     for r in rows[4:]:
         r["time_vs_kd"] = r["median_step_s"] / kd["median_step_s"]
-    command = f"python benchmarks/flow_throughput.py --steps {args.steps} --batch {args.batch} --size {size[0]} {size[1]} --iterations {args.iterations}"
+    command = (
+        f"python benchmarks/flow_throughput.py --steps {args.steps} --batch {args.batch} --size {size[0]} {size[1]} "
+        f"--iterations {args.iterations}"
+    )
     record = {
         "command": command,
         "setup": f"batch {args.batch} pairs of {size[0]}x{size[1]}, {args.iterations} refinement iterations, CPU, AdamW step included",
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__,
-                    "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]}},
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
+        },
         "rows": rows,
     }
     out = Path(args.out)
@@ -104,16 +126,17 @@ def main() -> None:
         f"# RAFT throughput ({record['setup']})",
         "",
         f"`{command}` on {torch.get_num_threads()} CPU threads, torch {torch.__version__}; median over {args.steps} steps after 2 "
-        f"warm-up steps. 1-minute load average before / after: {load_before[0]:.1f} / {record['machine']['load_average_1min']['after']:.1f} "
+        f"warm-up steps. 1-minute load average before / after: {load_before[0]:.1f} / "
+        f"{record['machine']['load_average_1min']['after']:.1f} "
         "(2 cores; above 2 means other work shared the CPU and every time is inflated).",
         "",
         "| row | median step (s) | pairs/s | peak RSS growth (MB) | time vs kd |",
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['row']} | {r['median_step_s']:.2f} | {r['pairs_per_s']:.2f} | {r['peak_rss_growth_mb']:.0f} | "
-        f"{r['time_vs_kd']:.2f}x |" if "time_vs_kd" in r else
-        f"| {r['row']} | {r['median_step_s']:.2f} | {r['pairs_per_s']:.2f} | {r['peak_rss_growth_mb']:.0f} | – |"
+        f"| {r['row']} | {r['median_step_s']:.2f} | {r['pairs_per_s']:.2f} | {r['peak_rss_growth_mb']:.0f} | {r['time_vs_kd']:.2f}x |"
+        if "time_vs_kd" in r
+        else f"| {r['row']} | {r['median_step_s']:.2f} | {r['pairs_per_s']:.2f} | {r['peak_rss_growth_mb']:.0f} | – |"
         for r in rows
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

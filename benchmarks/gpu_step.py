@@ -79,8 +79,16 @@ def train_throughput(label: str, batch: int, bf16: bool, channels_last: bool, co
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     median = statistics.median(times)
-    return {"method": label, "batch": batch, "precision": "bf16" if bf16 else "fp32", "channels_last": channels_last,
-            "compile": compile_, "img_per_s": batch / median, "median_step_s": median, "peak_mem_mb": peak}
+    return {
+        "method": label,
+        "batch": batch,
+        "precision": "bf16" if bf16 else "fp32",
+        "channels_last": channels_last,
+        "compile": compile_,
+        "img_per_s": batch / median,
+        "median_step_s": median,
+        "peak_mem_mb": peak,
+    }
 
 
 def export_latency(batches: list[int], reps: int, device: torch.device) -> list[dict]:
@@ -158,7 +166,8 @@ def main() -> None:
         ref = kd.get((r["batch"], r["precision"], r["channels_last"], r["compile"]))
         memory = "–" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}"
         ratio = f"{r['img_per_s'] / ref:.2f}x" if ref else "–"
-        return f"| {r['method']} | {r['batch']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['img_per_s']:,.0f} | {ratio} | {memory} |"
+        cells = [r["method"], r["batch"], r["precision"], r["channels_last"], r["compile"], f"{r['img_per_s']:,.0f}", ratio, memory]
+        return "| " + " | ".join(str(c) for c in cells) + " |"
 
     lines = [
         f"Training throughput on {name}, torch {torch.__version__} (`python benchmarks/gpu_step.py{' --smoke' if args.smoke else ''}`).",

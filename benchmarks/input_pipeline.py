@@ -71,25 +71,39 @@ def bench_dataset(name: str, batch: int, batches: int, repeats: int) -> list[dic
     size = tuple(train.images.shape[-2:])
     n = batch * batches
     rows = []
-    old_transform = v2.Compose([v2.RandomCrop(size, padding=pad), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    old_transform = v2.Compose(
+        [v2.RandomCrop(size, padding=pad), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    )
     old = OldArrayDataset(train.images, train.labels, old_transform)
     for workers in (0, 2):
-        loader = DataLoader(old, batch_size=batch, sampler=EpochSampler(old, 0), drop_last=True, num_workers=workers, persistent_workers=workers > 0)
-        rows.append({"dataset": name, "path": f"old: per-sample v2, {workers} workers", "img_per_s": throughput(lambda: iter(loader), n, repeats)})
+        loader = DataLoader(
+            old, batch_size=batch, sampler=EpochSampler(old, 0), drop_last=True, num_workers=workers, persistent_workers=workers > 0
+        )
+        rows.append(
+            {"dataset": name, "path": f"old: per-sample v2, {workers} workers", "img_per_s": throughput(lambda: iter(loader), n, repeats)}
+        )
 
     def new_epoch():
         loader = data.train_dataloader()
         for raw in loader:
             yield data.on_after_batch_transfer(raw)
 
-    rows.append({"dataset": name, "path": "new: loader (0 workers) + batched crop/flip + normalise", "img_per_s": throughput(new_epoch, n, repeats)})
+    rows.append(
+        {"dataset": name, "path": "new: loader (0 workers) + batched crop/flip + normalise", "img_per_s": throughput(new_epoch, n, repeats)}
+    )
     x = train.images[:batch].contiguous()
 
     def kernel():
         for b in range(batches):
             yield normalize(crop_flip(x, pad, flip, batch_generator(0, 0, b, 0)), torch.tensor(mean), torch.tensor(std))
 
-    rows.append({"dataset": name, "path": "kernel only: crop_flip + normalize on an in-memory uint8 batch", "img_per_s": throughput(kernel, n, repeats)})
+    rows.append(
+        {
+            "dataset": name,
+            "path": "kernel only: crop_flip + normalize on an in-memory uint8 batch",
+            "img_per_s": throughput(kernel, n, repeats),
+        }
+    )
     try:
         import kornia.augmentation as K
 
@@ -99,7 +113,13 @@ def bench_dataset(name: str, batch: int, batches: int, repeats: int) -> list[dic
             for _ in range(batches):
                 yield (aug(x.float().div(255)) - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
-        rows.append({"dataset": name, "path": "kornia: per-sample RandomCrop + RandomHorizontalFlip (float)", "img_per_s": throughput(kornia_path, n, repeats)})
+        rows.append(
+            {
+                "dataset": name,
+                "path": "kornia: per-sample RandomCrop + RandomHorizontalFlip (float)",
+                "img_per_s": throughput(kornia_path, n, repeats),
+            }
+        )
     except ImportError:
         rows.append({"dataset": name, "path": "kornia: not installed (pip install kornia)", "img_per_s": None})
     return rows
@@ -136,20 +156,38 @@ def bench_lits(batch: int, batches: int, repeats: int) -> list[dict]:
     n = n_batches * batch
     rows = []
     loader = DataLoader(old, batch_size=batch, sampler=EpochSampler(old, 0), drop_last=True, num_workers=0)
-    rows.append({"dataset": "lits (128x128 slices)", "path": "old: per-sample v2 joint flip/affine, 0 workers", "img_per_s": throughput(lambda: iter(loader), n, repeats)})
+    rows.append(
+        {
+            "dataset": "lits (128x128 slices)",
+            "path": "old: per-sample v2 joint flip/affine, 0 workers",
+            "img_per_s": throughput(lambda: iter(loader), n, repeats),
+        }
+    )
 
     def new_epoch():
         for raw in data.train_dataloader():
             yield data.on_after_batch_transfer(raw)
 
-    rows.append({"dataset": "lits (128x128 slices)", "path": "new: loader + batched kornia joint flip/affine", "img_per_s": throughput(new_epoch, n, repeats)})
+    rows.append(
+        {
+            "dataset": "lits (128x128 slices)",
+            "path": "new: loader + batched kornia joint flip/affine",
+            "img_per_s": throughput(new_epoch, n, repeats),
+        }
+    )
     image, mask = torch.stack([train[i][0] for i in range(batch)]), torch.stack([train[i][1] for i in range(batch)])
 
     def kernel():
         for b in range(n_batches):
             yield joint_flip_affine(image, mask, b)
 
-    rows.append({"dataset": "lits (128x128 slices)", "path": "kernel only: kornia joint flip/affine on an in-memory batch", "img_per_s": throughput(kernel, n, repeats)})
+    rows.append(
+        {
+            "dataset": "lits (128x128 slices)",
+            "path": "kernel only: kornia joint flip/affine on an in-memory batch",
+            "img_per_s": throughput(kernel, n, repeats),
+        }
+    )
     return rows
 
 
@@ -165,7 +203,10 @@ def main() -> None:
     rows += bench_lits(16, 0, args.repeats)  # the LiTS grid's batch size; every training slice of the offline case
     result = {
         "machine": {"processor": platform.processor() or platform.machine(), "torch_threads": 1, "torch": torch.__version__},
-        "batch": args.batch, "batches": args.batches, "repeats": args.repeats, "rows": rows,
+        "batch": args.batch,
+        "batches": args.batches,
+        "repeats": args.repeats,
+        "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +217,10 @@ def main() -> None:
         "",
         "| dataset | path | img/s |",
         "|---|---|---|",
-        *[f"| {r['dataset']} | {r['path']} | {r['img_per_s']:,.0f} |" if r["img_per_s"] else f"| {r['dataset']} | {r['path']} | – |" for r in rows],
+        *[
+            f"| {r['dataset']} | {r['path']} | {r['img_per_s']:,.0f} |" if r["img_per_s"] else f"| {r['dataset']} | {r['path']} | – |"
+            for r in rows
+        ],
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -36,7 +36,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hkt.compare.grid import load_grid, run_config
+    from hkt.compare.spec import load_grid, run_config
     from hkt.training.run import load_trained
 
     grid = load_grid(args.config)
@@ -64,8 +64,10 @@ def main() -> None:
                     if np.isin(labels, region).any():
                         ax.contour(np.isin(labels, region), levels=[0.5], colors=colour, linewidths=0.8)
                 if title in children:
-                    title = (f"{title}: liver {slice_dice(labels, mask.numpy(), (1, 2)):.2f}, "
-                             f"tumour {slice_dice(labels, mask.numpy(), (2,)):.2f}")
+                    title = (
+                        f"{title}: liver {slice_dice(labels, mask.numpy(), (1, 2)):.2f}, "
+                        f"tumour {slice_dice(labels, mask.numpy(), (2,)):.2f}"
+                    )
             elif title == "CT":
                 title = f"slice {z}, HU [{lo:.0f}, {hi:.0f}]"
             ax.set_title(title, fontsize=7)

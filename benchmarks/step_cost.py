@@ -21,22 +21,37 @@ import sys
 from pathlib import Path
 
 import torch
+
 from _timing import median_step, rss_mb, training_step
 
 VIT = {"arch": "timm:vit_tiny_patch16_224", "options": {"img_size": 32, "patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3}}
-VIT_PARENT = {"arch": "timm:vit_tiny_patch16_224", "options": {"img_size": 32, "patch_size": 4, "embed_dim": 192, "depth": 6, "num_heads": 3}}
+VIT_PARENT = {
+    "arch": "timm:vit_tiny_patch16_224",
+    "options": {"img_size": 32, "patch_size": 4, "embed_dim": 192, "depth": 6, "num_heads": 3},
+}
 PAIRS = {  # name: (parent, child, {row label: method options})
     "ResNet-56 -> ResNet-20": ({"arch": "resnet56"}, {"arch": "resnet20"}, None),  # METHODS below
-    "ResNet-56 -> ViT (patch 4, dim 96, depth 4)": ({"arch": "resnet56"}, VIT, {
-        "ce": {"name": "ce"},
-        "kd": {"name": "kd"},
-        "hkt (one block gene: layer3 -> blocks.3)": {"name": "hkt", "genes": ["layer3:blocks.3"]},
-        "hkt (two block genes: layer2 -> blocks.1, layer3 -> blocks.3)": {"name": "hkt", "genes": ["layer2:blocks.1", "layer3:blocks.3"]},
-    }),
-    "ViT (dim 192, depth 6) -> ViT (dim 96, depth 4)": (VIT_PARENT, VIT, {
-        "kd": {"name": "kd"},
-        "hkt (one block gene: blocks.5 -> blocks.3)": {"name": "hkt", "genes": ["blocks.5:blocks.3"]},
-    }),
+    "ResNet-56 -> ViT (patch 4, dim 96, depth 4)": (
+        {"arch": "resnet56"},
+        VIT,
+        {
+            "ce": {"name": "ce"},
+            "kd": {"name": "kd"},
+            "hkt (one block gene: layer3 -> blocks.3)": {"name": "hkt", "genes": ["layer3:blocks.3"]},
+            "hkt (two block genes: layer2 -> blocks.1, layer3 -> blocks.3)": {
+                "name": "hkt",
+                "genes": ["layer2:blocks.1", "layer3:blocks.3"],
+            },
+        },
+    ),
+    "ViT (dim 192, depth 6) -> ViT (dim 96, depth 4)": (
+        VIT_PARENT,
+        VIT,
+        {
+            "kd": {"name": "kd"},
+            "hkt (one block gene: blocks.5 -> blocks.3)": {"name": "hkt", "genes": ["blocks.5:blocks.3"]},
+        },
+    ),
 }
 
 METHODS = {
@@ -73,8 +88,11 @@ def measure(pair: str, label: str, steps: int, batch: int) -> dict:
     method.to(memory_format=torch.channels_last)
     vit = child_spec["arch"].startswith("timm:")
     # the optimiser each child trains with in this project's configs: AdamW for ViTs, SGD for CNNs
-    opt = (torch.optim.AdamW(method.learnable_parameters(), lr=1e-3, weight_decay=0.05) if vit
-           else torch.optim.SGD(method.learnable_parameters(), lr=0.01, momentum=0.9))
+    opt = (
+        torch.optim.AdamW(method.learnable_parameters(), lr=1e-3, weight_decay=0.05)
+        if vit
+        else torch.optim.SGD(method.learnable_parameters(), lr=0.01, momentum=0.9)
+    )
 
     base_rss = rss_mb()
     median = median_step(lambda: training_step(method, opt, x, y), steps, warmup=3)
@@ -126,7 +144,9 @@ def main() -> None:
         for label in rows_of(pair):
             proc = subprocess.run(
                 [sys.executable, __file__, "--one", pair, label, "--steps", str(args.steps), "--batch", str(args.batch)],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
@@ -148,17 +168,22 @@ def main() -> None:
     lines = [
         f"# Training step cost ({record['setup']})",
         "",
-        f"`{record['command']}` on {torch.get_num_threads()} CPU threads, torch {torch.__version__}; median over {args.steps} steps after 3 warm-up steps.",
+        f"`{record['command']}` on {torch.get_num_threads()} CPU threads, torch {torch.__version__}; median over {args.steps} "
+        f"steps after 3 warm-up steps.",
     ]
     for pair in PAIRS:
         lines += [
-            "", f"{pair}:", "",
+            "",
+            f"{pair}:",
+            "",
             "| method | median step (s) | time vs kd | peak RSS growth (MB) | memory vs kd |",
             "|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['method']} | {r['median_step_s']:.3f} | {r['time_vs_kd']:.2f}x | {r['peak_rss_growth_mb']:.0f} | {r['memory_vs_kd']:.2f}x |"
-            for r in rows if r["pair"] == pair
+            f"| {r['method']} | {r['median_step_s']:.3f} | {r['time_vs_kd']:.2f}x | {r['peak_rss_growth_mb']:.0f} | "
+            f"{r['memory_vs_kd']:.2f}x |"
+            for r in rows
+            if r["pair"] == pair
         ]
     lines += [
         "",

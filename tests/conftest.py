@@ -20,7 +20,15 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def tiny_fashion(tmp_path: Path) -> list[str]:
     """Overrides for a seconds-long run on a real Fashion-MNIST slice."""
     return [
-        "data.name=fashion_mnist", "data.train_subset=512", "data.val_size=256", "data.test_subset=256",
-        "data.batch_size=64", "data.num_workers=0", "child.arch=resnet8", "child.width=4",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"out_dir={tmp_path / 'run'}",
+        "data.name=fashion_mnist",
+        "data.train_subset=512",
+        "data.val_size=256",
+        "data.test_subset=256",
+        "data.batch_size=64",
+        "data.num_workers=0",
+        "child.arch=resnet8",
+        "child.width=4",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        f"out_dir={tmp_path / 'run'}",
     ]

@@ -3,14 +3,13 @@ advice, one continuous metrics.csv after a resume, and `hkt genes` for choosing 
 
 import csv
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from hkt.cli import main
 from hkt.config import load_config
@@ -20,8 +19,14 @@ from hkt.training.run import fit
 
 HKT = str(Path(sys.executable).with_name("hkt"))
 SUPPRESSED = (
-    "GPU available:", "TPU available:", "💡 Tip", "Loading `train_dataloader` to estimate", "LeafSpec",
-    "is smaller than the logging interval", "Total FLOPs", "module(s) in eval mode",
+    "GPU available:",
+    "TPU available:",
+    "💡 Tip",
+    "Loading `train_dataloader` to estimate",
+    "LeafSpec",
+    "is smaller than the logging interval",
+    "Total FLOPs",
+    "module(s) in eval mode",
 )
 
 
@@ -80,16 +85,22 @@ def _diverge_after(monkeypatch, steps: int) -> None:
 
 def test_divergence_before_any_checkpoint_says_to_start_again(tiny_fashion, monkeypatch):
     _diverge_after(monkeypatch, 2)
-    with pytest.raises(NonFiniteLossError, match=r"in epoch 1 \(step 2\): the loss \(task=nan\)\. No epoch had finished.*start again"
-                                                 r".*optim\.lr=0\.001 \(without --resume\)") as e:
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"in epoch 1 \(step 2\): the loss \(task=nan\)\. No epoch had finished.*start again"
+        r".*optim\.lr=0\.001 \(without --resume\)",
+    ) as e:
         fit(load_config(None, tiny_fashion + ["trainer.max_epochs=2"]))
     assert "resume from" not in str(e.value)
 
 
 def test_divergence_after_an_epoch_says_to_resume_from_the_next_one(tiny_fashion, monkeypatch):
     _diverge_after(monkeypatch, 12)  # 8 steps per epoch
-    with pytest.raises(NonFiniteLossError, match=r"in epoch 2 \(step 12\): the loss.*checkpoint \(end of epoch 1\) is kept: resume "
-                                                 r"from epoch 2 .*--resume optim\.lr=0\.001"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"in epoch 2 \(step 12\): the loss.*checkpoint \(end of epoch 1\) is kept: resume "
+        r"from epoch 2 .*--resume optim\.lr=0\.001",
+    ):
         fit(load_config(None, tiny_fashion + ["trainer.max_epochs=3"]))
 
 
@@ -149,7 +160,9 @@ def test_genes_pairs_cnn_stages_with_vit_blocks_and_names_the_adapter(capsys):
     vit = "{img_size: 32, patch_size: 4, embed_dim: 96, depth: 4, num_heads: 3}"
     assert main(["genes", "--parent", "resnet56", "--child", "timm:vit_tiny_patch16_224", "--child-options", vit]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"\n  layer3 +map NCHW \(B, 64, 8, 8\)\n", out) and re.search(r"\n  blocks.3 +tokens \(B, 1\+8x8, 96\), 1 prefix\n", out)
+    assert re.search(r"\n  layer3 +map NCHW \(B, 64, 8, 8\)\n", out) and re.search(
+        r"\n  blocks.3 +tokens \(B, 1\+8x8, 96\), 1 prefix\n", out
+    )
     proposed = out.split("proposed genes (parent -> child: adapter):\n")[1].splitlines()
     pairs = [line.split(":")[0].strip() for line in proposed]
     assert pairs == ["layer1 -> blocks.0", "layer2 -> blocks.2", "layer3 -> blocks.3", "avgpool -> fc_norm"]
@@ -159,7 +172,9 @@ def test_genes_pairs_cnn_stages_with_vit_blocks_and_names_the_adapter(capsys):
 def test_genes_names_the_module_where_a_dry_run_failed_and_close_architecture_names(capsys):
     pytest.importorskip("timm")
     vit = "{img_size: 32, patch_size: 4, embed_dim: 96, depth: 4, num_heads: 3}"
-    assert main(["genes", "--parent", "resnet56", "--child", "timm:vit_tiny_patch16_224", "--child-options", vit, "--input", "3,64,64"]) == 2
+    assert (
+        main(["genes", "--parent", "resnet56", "--child", "timm:vit_tiny_patch16_224", "--child-options", vit, "--input", "3,64,64"]) == 2
+    )
     assert "child (VisionTransformer) failed its dry run in module 'patch_embed' (PatchEmbed)" in capsys.readouterr().err
     assert main(["genes", "--parent", "renset56", "--child", "resnet20"]) == 2
     assert "unknown architecture 'renset56' (close names: resnet56" in capsys.readouterr().err

@@ -14,5 +14,18 @@ from hkt.models import build_model
 
 __version__ = "0.1.0"
 __all__ = [
-    "AT", "CE", "DIST", "DKD", "HKT", "KD", "FitNet", "Gene", "Inheritance", "Method", "ReviewKD", "build_method", "build_model", "export",
+    "AT",
+    "CE",
+    "DIST",
+    "DKD",
+    "HKT",
+    "KD",
+    "FitNet",
+    "Gene",
+    "Inheritance",
+    "Method",
+    "ReviewKD",
+    "build_method",
+    "build_model",
+    "export",
 ]

@@ -1,12 +1,12 @@
 """Experiment configuration: YAML + dotted overrides, validated against the signatures of the objects it
 builds, so an unknown or misspelt key fails at once with the closest valid key named.
 
-Sections: ``seed``, ``out_dir``, ``channels_last`` and ``compile`` (fast paths, ``hkt.training.fast_path``), ``task`` (``name``: classification | segmentation | flow, + the task's
-options), ``data`` (the task's data module: ``ImageClassificationData``, ``SegmentationData``, ``FlowData``),
-``parent`` and ``child`` (``arch``, ``weights``, ``width``; ``iterations`` for RAFT), ``method`` (``name`` + the
-method's options), ``optim`` (``MethodModule``: optimizer, lr, momentum, weight_decay, nesterov, schedule),
-``trainer`` (``lightning.Trainer``
-arguments, passed straight through: accelerator, devices, strategy, num_nodes, precision, max_epochs …),
+Sections: ``seed``, ``out_dir``, ``channels_last`` and ``compile`` (fast paths, ``hkt.training.fast_path``),
+``task`` (``name``: classification | segmentation | flow, + the task's options), ``data`` (the task's data module:
+``ImageClassificationData``, ``SegmentationData``, ``FlowData``), ``parent`` and ``child`` (``arch``, ``weights``,
+``width``; ``iterations`` for RAFT), ``method`` (``name`` + the method's options), ``optim`` (``MethodModule``:
+optimizer, lr, momentum, weight_decay, nesterov, schedule), ``trainer`` (``lightning.Trainer`` arguments, passed
+straight through: accelerator, devices, strategy, num_nodes, precision, max_epochs …),
 ``parent_cache`` (``{dir, max_gb, read_only, store, fp16}``: ``hkt.core.parent_cache``; off when null).
 """
 
@@ -46,6 +46,7 @@ def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` that reads scientific notation as float."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
+
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out_dir": "runs/default",
@@ -81,6 +82,8 @@ def _hints(fn: Any) -> dict[str, Any]:
 def _accepts(hint: Any, value: Any) -> bool | None:
     """Whether ``value`` fits ``hint``; ``None`` when the hint is not a plain number/bool/str type we check."""
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         verdicts = [_accepts(h, value) for h in typing.get_args(hint)]
         return True if True in verdicts else None if None in verdicts else False
@@ -98,6 +101,8 @@ def _accepts(hint: Any, value: Any) -> bool | None:
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
@@ -107,9 +112,10 @@ def check_types(options: dict[str, Any], fn: Any, where: str) -> None:
     hints = _hints(fn)
     for key, value in options.items():
         if key in hints and _accepts(hints[key], value) is False:
+            choice = typing.get_origin(hints[key]) is typing.Literal
             raise ConfigError(
-                f"config key '{where}{key}' must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__}); "
-                "write numbers unquoted, e.g. lr: 0.001 or lr: 1e-3"
+                f"config key '{where}{key}' must be {_type_name(hints[key])}, got {value!r}"
+                + ("" if choice else f" ({type(value).__name__}); write numbers unquoted, e.g. lr: 0.001 or lr: 1e-3")
             )
 
 
@@ -133,7 +139,13 @@ def _allowed(task: str) -> dict[str, set[str]]:
 
 def _unknown(key: str, valid: set[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, sorted(valid), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(valid))}." if valid else " This section takes no keys here."
+    hint = (
+        f" Did you mean {', '.join(close)}?"
+        if close
+        else f" Valid keys: {', '.join(sorted(valid))}."
+        if valid
+        else " This section takes no keys here."
+    )
     return ConfigError(f"unknown config key '{where}{key}'.{hint}")
 
 

@@ -17,11 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 from hkt.config import load_config
 from hkt.export import export
-from hkt.models import build_model
 from hkt.io import savefig, write_atomic
+from hkt.models import build_model
 from hkt.training.run import fit_or_resume, load_trained
 
 
@@ -30,8 +29,9 @@ def _run(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
     return fit_or_resume(load_config(None, overrides + [f"out_dir={out / name}"]))
 
 
-def run_demo(out_dir: str = "runs/demo", epochs: int = 4, train_subset: int = 15000, seed: int = 0,
-             threads: int = 2) -> list[dict[str, Any]]:
+def run_demo(
+    out_dir: str = "runs/demo", epochs: int = 4, train_subset: int = 15000, seed: int = 0, threads: int = 2
+) -> list[dict[str, Any]]:
     import torch
 
     if threads < 1:
@@ -39,8 +39,13 @@ def run_demo(out_dir: str = "runs/demo", epochs: int = 4, train_subset: int = 15
     torch.set_num_threads(threads)
     out = Path(out_dir)
     common = [
-        "data.name=fashion_mnist", f"data.train_subset={train_subset}", "data.val_size=5000", "data.num_workers=2",
-        f"seed={seed}", "trainer.enable_model_summary=false", "trainer.deterministic=true",
+        "data.name=fashion_mnist",
+        f"data.train_subset={train_subset}",
+        "data.val_size=5000",
+        "data.num_workers=2",
+        f"seed={seed}",
+        "trainer.enable_model_summary=false",
+        "trainer.deterministic=true",
     ]
     _run("parent", common + ["child.arch=resnet20", f"trainer.max_epochs={epochs}", "optim.lr=0.1"], out)
     _run("base", common + ["child.arch=resnet8", "child.width=8", f"trainer.max_epochs={epochs}", "optim.lr=0.1"], out)
@@ -51,9 +56,13 @@ def run_demo(out_dir: str = "runs/demo", epochs: int = 4, train_subset: int = 15
         data, module = load_trained(cfg)
         export(module.method, build_model("resnet8", 10, 1, 8), data.example_input(8), out / "base" / "export")
     family = [
-        "child.arch=resnet8", "child.width=8", f"child.weights={base_file}",
-        "parent.arch=resnet20", f"parent.weights={out / 'parent' / 'checkpoints' / 'best.ckpt'}",
-        f"trainer.max_epochs={epochs}", "optim.lr=0.02",
+        "child.arch=resnet8",
+        "child.width=8",
+        f"child.weights={base_file}",
+        "parent.arch=resnet20",
+        f"parent.weights={out / 'parent' / 'checkpoints' / 'best.ckpt'}",
+        f"trainer.max_epochs={epochs}",
+        "optim.lr=0.02",
     ]
     methods = {
         "ce": ["method={name: ce}", "parent.arch=null", "parent.weights=null"],
@@ -63,8 +72,16 @@ def run_demo(out_dir: str = "runs/demo", epochs: int = 4, train_subset: int = 15
     rows = []
     for name, extra in methods.items():
         rec = _run(name, common + family + extra, out)
-        rows.append({"method": name, "val_acc": rec["val_acc_best"], "test_acc": rec["test_acc"], "wall_s": rec["fit_wall_s"],
-                     "epochs": rec["epochs"], "threads": threads})
+        rows.append(
+            {
+                "method": name,
+                "val_acc": rec["val_acc_best"],
+                "test_acc": rec["test_acc"],
+                "wall_s": rec["fit_wall_s"],
+                "epochs": rec["epochs"],
+                "threads": threads,
+            }
+        )
     table = format_table(rows, epochs, train_subset, threads)
     print("\n" + table)
     write_atomic(out / "demo.md", table + "\n")

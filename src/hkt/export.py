@@ -5,7 +5,6 @@ reported as exported:
 - ``child.onnx``: ``torch.onnx.export(..., dynamo=True)`` with a dynamic batch (and H×W for dense tasks where the
   model allows), run under onnxruntime: max |diff| ≤ 1e-4;
 - ``child.pt2``: a ``torch.export`` ExportedProgram (``torch.export.load``; ExecuTorch starts from it): ≤ 1e-5;
-- ``child.torchscript.pt``: legacy, only when asked for (``torch.jit.trace`` is deprecated).
 
 A format the model cannot be exported to is reported with the reason, and the others are still written. A parity
 failure fails the export. The report (paths, differences, thresholds, failures) is written to ``export.json``.
@@ -28,10 +27,10 @@ from hkt.io import load_safetensors, write_atomic, write_with
 from hkt.methods.base import Method
 from hkt.models.weights import load_into
 
-FORMATS = ("safetensors", "onnx", "pt2", "torchscript")
+FORMATS = ("safetensors", "onnx", "pt2")
 DEFAULT_FORMATS = ("safetensors", "onnx", "pt2")
-TOLERANCE = {"safetensors": 0.0, "onnx": 1e-4, "pt2": 1e-5, "torchscript": 1e-5}
-FILES = {"safetensors": "child.safetensors", "onnx": "child.onnx", "pt2": "child.pt2", "torchscript": "child.torchscript.pt"}
+TOLERANCE = {"safetensors": 0.0, "onnx": 1e-4, "pt2": 1e-5}
+FILES = {"safetensors": "child.safetensors", "onnx": "child.onnx", "pt2": "child.pt2"}
 
 
 class ExportMismatchError(RuntimeError):
@@ -70,6 +69,7 @@ def _safetensors(child: nn.Module, fresh: nn.Module, example: Tensor, path: Path
 def _pt2(child: nn.Module, fresh: nn.Module, example: Tensor, path: Path, spatial: bool) -> Runner:
     with torch.no_grad():
         program = torch.export.export(child, (example,), dynamic_shapes=dynamic_shapes(example, spatial))
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: the temporary name does not end in .pt2
             torch.export.save(program, f)
@@ -86,8 +86,9 @@ def _onnx(child: nn.Module, fresh: nn.Module, example: Tensor, path: Path, spati
     def convert(optimize: bool) -> Any:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's progress chatter; failures still raise
-            return torch.onnx.export(child, (example,), dynamo=True, dynamic_shapes=dynamic_shapes(example, spatial),
-                                     verbose=False, optimize=optimize)
+            return torch.onnx.export(
+                child, (example,), dynamo=True, dynamic_shapes=dynamic_shapes(example, spatial), verbose=False, optimize=optimize
+            )
 
     def write(tmp: str) -> None:
         try:
@@ -106,15 +107,7 @@ def _onnx(child: nn.Module, fresh: nn.Module, example: Tensor, path: Path, spati
     return (lambda x: [torch.from_numpy(a) for a in session.run(None, {name: x.detach().cpu().numpy()})]), (note[0] if note else None)
 
 
-def _torchscript(child: nn.Module, fresh: nn.Module, example: Tensor, path: Path, spatial: bool) -> Runner:
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # asked for explicitly: the user knows it is legacy
-        scripted = torch.jit.trace(child, example)
-        write_with(path, lambda p: torch.jit.save(scripted, p))
-        return torch.jit.load(str(path)), None
-
-
-WRITERS = {"safetensors": _safetensors, "onnx": _onnx, "pt2": _pt2, "torchscript": _torchscript}
+WRITERS = {"safetensors": _safetensors, "onnx": _onnx, "pt2": _pt2}
 
 
 def export(
@@ -159,9 +152,14 @@ def export(
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             report["formats"][fmt] = {"ok": False, "error": f"{type(e).__name__}: {reason}"}
             continue
-        report["formats"][fmt] = {"ok": max(diffs) <= TOLERANCE[fmt], "path": str(path), "max_abs_diff": max(diffs),
-                                  "max_abs_diff_by_batch": {str(example.shape[0]): diffs[0], str(smaller.shape[0]): diffs[1]},
-                                  "tolerance": TOLERANCE[fmt], **({"note": note} if note else {})}
+        report["formats"][fmt] = {
+            "ok": max(diffs) <= TOLERANCE[fmt],
+            "path": str(path),
+            "max_abs_diff": max(diffs),
+            "max_abs_diff_by_batch": {str(example.shape[0]): diffs[0], str(smaller.shape[0]): diffs[1]},
+            "tolerance": TOLERANCE[fmt],
+            **({"note": note} if note else {}),
+        }
     write_atomic(out / "export.json", json.dumps(report, indent=1) + "\n")
     bad = {f: r["max_abs_diff"] for f, r in report["formats"].items() if "max_abs_diff" in r and not r["ok"]}
     if bad:

@@ -4,19 +4,22 @@ Reads only what the grids committed (each ``out_dir``'s per-run records and ``su
 byte for byte. The budget of a grid is the number of training images its runs saw (train split size x epochs),
 read from the records, so the x axis cannot disagree with what ran.
 
-    python -m hkt.compare.ladder --out benchmarks/results/evidence_v2_ladder \\
+    hkt report ladder --out benchmarks/results/evidence_v2_ladder \\
         fashion_mnist=benchmarks/results/evidence_v2_fashion_b1,benchmarks/results/evidence_v2_fashion_b2
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from hkt.compare.summary import REFERENCES, _diff, _ms, _p, _scale, load_records
+from matplotlib.figure import Figure
+
+from hkt.compare.format import difference, mean_std, p_value, scale_of
+from hkt.compare.records import load_records
+from hkt.compare.summary import REFERENCES
 from hkt.io import savefig, write_atomic
 
 
@@ -27,8 +30,10 @@ def budget(out_dir: str | Path) -> int:
     records = load_records(out_dir)
     seen = {r["data"]["sizes"]["train"] * r["config"]["trainer"]["max_epochs"] for m in records.values() for r in m.values()}
     if len(seen) != 1:
-        raise ValueError(f"{out_dir}: expected one training budget over its runs, found {sorted(seen) or 'no runs'}; "
-                         "a ladder step is one finished grid (hkt compare -c <grid>.yaml)")
+        raise ValueError(
+            f"{out_dir}: expected one training budget over its runs, found {sorted(seen) or 'no runs'}; "
+            "a ladder step is one finished grid (hkt compare -c <grid>.yaml)"
+        )
     return seen.pop()
 
 
@@ -48,7 +53,7 @@ def ladder(panels: dict[str, list[str]], out: str | Path, key: str = "test_acc")
     """Write ``ladder.md``, ``ladder.json`` and ``ladder.png`` (per dataset column: test metric vs budget, mean ±
     std over seeds, and the paired difference vs ``ce`` with its 95% CI) into ``out``; ``panels`` maps a panel
     title to its grids' ``out_dir``s. Returns what ``ladder.json`` holds."""
-    scale, unit = _scale(key)
+    scale, unit = scale_of(key)
     digits = 2 if scale == 100.0 else 3
     data = {title: sorted((rung(d, key) for d in dirs), key=lambda r: r["budget"]) for title, dirs in panels.items()}
     lines = [
@@ -56,10 +61,16 @@ def ladder(panels: dict[str, list[str]], out: str | Path, key: str = "test_acc")
         "",
         "Each budget is its own grid, with its own equal-budget tuning; differences are paired over the same seeds "
         "with their 95% CI, and p is Holm-adjusted within that budget's grid (see each grid's summary.md). "
-        "\"Beats\" / \"loses to\" only where the Holm-adjusted p < 0.05.",
+        '"Beats" / "loses to" only where the Holm-adjusted p < 0.05.',
     ]
     for title, rungs in data.items():
-        lines += ["", f"## {title}", "", "| method | budget (images) | grid | test | vs ce | vs kd | vs dkd |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| method | budget (images) | grid | test | vs ce | vs kd | vs dkd |",
+            "|---|---|---|---|---|---|---|",
+        ]
         methods = list(dict.fromkeys(m for r in rungs for m in r["rows"]))
         for m in methods:
             for r in rungs:
@@ -69,17 +80,24 @@ def ladder(panels: dict[str, list[str]], out: str | Path, key: str = "test_acc")
                 cells = []
                 for ref in REFERENCES:
                     d = row.get(f"vs_{ref}")
-                    cells.append("–" if d is None else f"{_diff(d, scale, digits)[0]}, Holm p {_p(d['p_holm'])}")
-                lines.append(f"| {m} | {r['budget']:,} | {r['grid']} | {_ms(row['test'], scale, digits)} | " + " | ".join(cells) + " |")
-    lines += ["", "Plot: `ladder.png`, methods run at more than one budget: test metric (error bars ± std over seeds) and "
-              "the paired difference vs `ce` (error bars: 95% CI)."]
+                    cells.append("–" if d is None else f"{difference(d, scale, digits)[0]}, Holm p {p_value(d['p_holm'])}")
+                lines.append(
+                    f"| {m} | {r['budget']:,} | {r['grid']} | {mean_std(row['test'], scale, digits)} | " + " | ".join(cells) + " |"
+                )
+    lines += [
+        "",
+        "Plot: `ladder.png`, methods run at more than one budget: test metric (error bars ± std over seeds) and "
+        "the paired difference vs `ce` (error bars: 95% CI).",
+    ]
     out = Path(out)
     write_atomic(out / "ladder.md", "\n".join(lines) + "\n")
     summary = {
         "metric": key,
-        "sources": panels,  # what rebuilds this ladder: python -m hkt.compare.ladder TITLE=DIR,DIR ... --out
-        "panels": {t: [{"grid": r["grid"], "budget": r["budget"], "test": {m: row["test"] for m, row in r["rows"].items()}}
-                       for r in rungs] for t, rungs in data.items()},
+        "sources": panels,  # what rebuilds this ladder: hkt report ladder TITLE=DIR,DIR ... --out
+        "panels": {
+            t: [{"grid": r["grid"], "budget": r["budget"], "test": {m: row["test"] for m, row in r["rows"].items()}} for r in rungs]
+            for t, rungs in data.items()
+        },
     }
     write_atomic(out / "ladder.json", json.dumps(summary, indent=1) + "\n")
     _plot(data, out / "ladder.png", f"{key}{unit}", scale)
@@ -89,12 +107,8 @@ def ladder(panels: dict[str, list[str]], out: str | Path, key: str = "test_acc")
 def _plot(data: dict[str, list[dict[str, Any]]], path: Path, ylabel: str, scale: float) -> None:
     """Top: mean ± std over seeds; bottom: paired difference vs ``ce`` with its 95% CI. Only methods run at more
     than one budget are drawn (the others are in ladder.md), so the axes show the differences that matter."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(data), figsize=(4.4 * len(data), 6.0), dpi=100, squeeze=False, sharex="col")
+    fig = Figure(figsize=(4.4 * len(data), 6.0), dpi=100)
+    axes = fig.subplots(2, len(data), squeeze=False, sharex="col")
     for col, (title, rungs) in enumerate(data.items()):
         methods = [m for m in dict.fromkeys(m for r in rungs for m in r["rows"]) if sum(m in r["rows"] for r in rungs) > 1]
         top, bottom = axes[0][col], axes[1][col]
@@ -123,26 +137,3 @@ def _plot(data: dict[str, list[dict[str, Any]]], path: Path, ylabel: str, scale:
         bottom.set_xlabel("training images seen")
     fig.tight_layout()
     savefig(fig, path)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("panels", nargs="+", metavar="TITLE=DIR,DIR", help="a panel title and its grids' out_dirs")
-    parser.add_argument("--out", required=True, help="folder for ladder.md / ladder.json / ladder.png")
-    parser.add_argument("--metric", default="test_acc")
-    args = parser.parse_args(argv)
-    panels = {}
-    for spec in args.panels:
-        title, sep, dirs = spec.partition("=")
-        if not sep or not dirs:
-            parser.error(f"{spec!r}: expected TITLE=DIR[,DIR...], e.g. fashion_mnist=benchmarks/results/evidence_v2_fashion_b1")
-        panels[title] = dirs.split(",")
-    try:
-        ladder(panels, args.out, args.metric)
-    except (FileNotFoundError, ValueError) as e:  # a grid not run yet, mixed budgets, a metric the grid lacks
-        parser.error(str(e))
-
-
-if __name__ == "__main__":
-    main()

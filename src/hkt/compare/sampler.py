@@ -14,6 +14,12 @@ import warnings
 import zlib
 from typing import Any
 
+import optuna
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from scipy.stats import qmc
+
+from hkt.config import ConfigError
+
 SAMPLERS = {
     "sobol": "scrambled Sobol point n for trial n (seeded per method)",
     "grid": "grid, every point once",
@@ -30,9 +36,6 @@ def method_seed(seed: int, method: str) -> int:
 def candidate(space: dict[str, Any], seed: int, number: int) -> dict[str, Any]:
     """Trial ``number``'s parameters: point ``number`` of the scrambled Sobol sequence seeded by ``seed``, one
     coordinate per parameter (in sorted key order), mapped onto each Optuna distribution."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-    from scipy.stats import qmc
-
     keys = sorted(space)
     engine = qmc.Sobol(len(keys), scramble=True, seed=seed)
     if number:
@@ -58,7 +61,6 @@ def candidate(space: dict[str, Any], seed: int, number: int) -> dict[str, Any]:
 
 def trial_indexed_sobol(space: dict[str, Any], seed: int) -> Any:
     """An Optuna sampler whose trial ``n`` gets :func:`candidate` ``(space, seed, n)``."""
-    import optuna
 
     class TrialIndexedSobol(optuna.samplers.BaseSampler):
         def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
@@ -75,9 +77,6 @@ def trial_indexed_sobol(space: dict[str, Any], seed: int) -> Any:
 
 def refusing_sampler(reason: str) -> Any:
     """A sampler for studies that may only replay enqueued or recorded trials (``tpe``): drawing fails."""
-    import optuna
-
-    from hkt.config import ConfigError
 
     class Refuse(optuna.samplers.BaseSampler):
         def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:

@@ -40,117 +40,24 @@ whose space changed since fails, naming the parameter.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
+import fcntl
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from hkt.compare.sampler import SAMPLERS, candidate, method_seed, refusing_sampler, trial_indexed_sobol
-from hkt.config import ConfigError, from_dict, merge
-from hkt.io import RunLock, RunLockedError, write_atomic
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
-SEARCH_KEYS = {"trials", "sampler", "tuning_seeds", "seed", "storage", "space"}
-
-
-def _spec_error(method: str, key: str, spec: Any) -> ConfigError:
-    return ConfigError(
-        f"search space of method {method!r}: {key}: {spec!r} must be {{low: L, high: H}} (optionally log: true, int: true) "
-        "or {choices: [...]}"
-    )
-
-
-def distribution(method: str, key: str, spec: Any) -> Any:
-    """Optuna distribution of one parameter spec."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if not isinstance(spec, dict):
-        raise _spec_error(method, key, spec)
-    if "choices" in spec:
-        if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
-            raise _spec_error(method, key, spec)
-        return CategoricalDistribution(spec["choices"])
-    if not {"low", "high"} <= set(spec) <= {"low", "high", "log", "int"}:
-        raise _spec_error(method, key, spec)
-    low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low >= high or (log and low <= 0):
-        raise ConfigError(f"search space of method {method!r}: {key} needs numbers low < high (and low > 0 with log), got {spec!r}")
-    return IntDistribution(int(low), int(high), log=log) if spec.get("int") else FloatDistribution(float(low), float(high), log=log)
-
-
-def spaces(grid: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{method: {dotted key: spec}}``: the shared space merged with each method's own."""
-    shared = grid["search"].get("space") or {}
-    return {m: {**shared, **((spec or {}).get("space") or {})} for m, spec in grid["methods"].items()}
-
-
-def set_path(cfg: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """``cfg`` with dotted ``key`` set to ``value`` (a copy)."""
-    *parents, leaf = key.split(".")
-    update: dict[str, Any] = {leaf: value}
-    for p in reversed(parents):
-        update = {p: update}
-    if parents and parents[0] == "method":  # merge() replaces `method` whole; keep its other options
-        update = {"method": {**cfg.get("method", {}), **update["method"]}}
-    return merge(cfg, update)
-
-
-def validate_search(grid: dict[str, Any]) -> None:
-    """Every bad search input fails here, before any training, naming the key and the valid choices."""
-    search = grid["search"]
-    unknown = set(search) - SEARCH_KEYS
-    if unknown:
-        raise ConfigError(f"unknown search key(s) {sorted(unknown)}; valid: {sorted(SEARCH_KEYS)}")
-    trials = search.get("trials")
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise ConfigError(f"search.trials must be a positive int (the same budget for every method), got {trials!r}")
-    sampler = search.get("sampler", "sobol")
-    if sampler not in SAMPLERS or sampler == "tpe" and not _complete(grid):
-        raise ConfigError(
-            f"search.sampler must be sobol or grid, got {sampler!r}"
-            + (" (tpe replays its seeded draws when a search resumes; it is kept only to rebuild evidence v2's "
-               "finished searches)" if sampler == "tpe" else "")
-        )
-    tuning = search.get("tuning_seeds")
-    if not isinstance(tuning, list) or not tuning or not all(isinstance(s, int) for s in tuning):
-        raise ConfigError(f"search.tuning_seeds must be a non-empty list of ints, got {tuning!r}")
-    overlap = sorted(set(tuning) & set(grid["seeds"]))
-    if overlap:
-        raise ConfigError(f"search.tuning_seeds and seeds overlap on {overlap}: tune on seeds the final runs do not use")
-    for method, spec in grid["methods"].items():
-        own = (spec or {}).get("trials", trials)
-        if own != trials:
-            raise ConfigError(f"methods.{method}.trials = {own} but search.trials = {trials}: every method gets the same trial budget")
-    for method, space in spaces(grid).items():
-        if not space:
-            raise ConfigError(f"search space of method {method!r} is empty; give search.space (at least optim.lr) or methods.{method}.space")
-        if "optim.lr" not in space:
-            raise ConfigError(f"search space of method {method!r} lacks optim.lr: every method's learning rate is tuned")
-        dists = {k: distribution(method, k, v) for k, v in space.items()}
-        probe = {k: d.choices[0] if hasattr(d, "choices") else d.low for k, d in dists.items()}
-        try:
-            _config(grid, method, tuning[0], probe, check_refs=False)
-        except ConfigError as e:
-            raise ConfigError(f"search space of method {method!r}: {e}") from None
-        if sampler == "grid":
-            points = math.prod(len(d.choices) if hasattr(d, "choices") else math.inf for d in dists.values())
-            if points != trials:
-                raise ConfigError(
-                    f"search.sampler grid: method {method!r} has {points} grid points but search.trials = {trials}; "
-                    "give every parameter `choices` so that each method's grid has exactly `trials` points"
-                )
-
-
-def _config(grid: dict[str, Any], method: str, seed: int, params: dict[str, Any], check_refs: bool = True, trial: int | None = None) -> dict[str, Any]:
-    from hkt.compare.grid import base_config
-
-    cfg = base_config(grid, method, check_refs)
-    for key, value in params.items():
-        cfg = set_path(cfg, key, value)
-    cfg["seed"] = seed
-    cfg["out_dir"] = str(Path(grid["work_dir"]) / "tune" / method / f"trial{trial}" / f"seed{seed}")
-    return from_dict(cfg)
+from hkt.compare.records import chosen, publish_trial, trial_records
+from hkt.compare.sampler import candidate, method_seed, refusing_sampler, trial_indexed_sobol
+from hkt.compare.space import distribution, spaces
+from hkt.compare.spec import trial_config
+from hkt.config import ConfigError
+from hkt.io import RunLock, RunLockedError
+from hkt.training.run import fit_or_resume
 
 
 def storage_url(grid: dict[str, Any]) -> str:
@@ -158,15 +65,13 @@ def storage_url(grid: dict[str, Any]) -> str:
     url = grid["search"].get("storage")
     if url:
         url = str(url)
-        return "postgresql+psycopg://" + url[len("postgresql://"):] if url.startswith("postgresql://") else url
+        return "postgresql+psycopg://" + url[len("postgresql://") :] if url.startswith("postgresql://") else url
     Path(grid["work_dir"]).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{Path(grid['work_dir']).resolve() / 'search.db'}"
 
 
 def _safe(url: str) -> str:
     """``url`` with its password masked, for messages."""
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not even a URL: nothing in it can be trusted to be printable
@@ -179,9 +84,7 @@ def _schema_lock(url: str) -> Iterator[None]:
     if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
         yield
         return
-    import fcntl
-
-    path = Path(url[len("sqlite:///"):])
+    path = Path(url[len("sqlite:///") :])
     if not path.parent.is_dir():
         yield  # Optuna names the missing folder
         return
@@ -194,8 +97,6 @@ def _schema_lock(url: str) -> Iterator[None]:
 
 
 def _storage(url: str) -> Any:
-    import optuna
-
     for attempt in range(5):
         try:
             with _schema_lock(url):
@@ -205,7 +106,9 @@ def _storage(url: str) -> Any:
         except Exception as e:  # bad URL, server down, wrong password, unwritable file: the driver's first line names the host
             cause = e.orig if getattr(e, "orig", None) is not None else e.__cause__ or e
             reason = " ".join(str(cause).split()) or type(cause).__name__
-            if attempt < 4 and any(race in reason for race in ("already exists", "database is locked", "UNIQUE constraint", "duplicate key")):
+            if attempt < 4 and any(
+                race in reason for race in ("already exists", "database is locked", "UNIQUE constraint", "duplicate key")
+            ):
                 time.sleep(0.5 + attempt)  # two workers creating the schema of a new database at once: one wins
                 continue
             raise ConfigError(f"cannot open the search storage {_safe(url)}: {reason}") from None
@@ -213,8 +116,6 @@ def _storage(url: str) -> Any:
 
 def open_study(grid: dict[str, Any], method: str) -> Any:
     """``(study, distributions)`` of ``method``'s search; fails if the study was made for another sampler or space."""
-    import optuna
-
     search = grid["search"]
     kind = search.get("sampler", "sobol")
     seed = method_seed(search.get("seed", 0), method)
@@ -230,15 +131,17 @@ def open_study(grid: dict[str, Any], method: str) -> Any:
         sampler = refusing_sampler(f"method {method!r}: sampler tpe only rebuilds finished searches; use sampler: sobol")
     direction = "maximize" if grid["metric"]["higher_is_better"] else "minimize"
     name = f"{grid.get('name', 'grid')}::{method}"
-    study = optuna.create_study(storage=_storage(storage_url(grid)), sampler=sampler, study_name=name, direction=direction,
-                                load_if_exists=True)
+    study = optuna.create_study(
+        storage=_storage(storage_url(grid)), sampler=sampler, study_name=name, direction=direction, load_if_exists=True
+    )
     made_for = {"sampler": kind, "seed": seed, "space": {k: repr(d) for k, d in sorted(dists.items())}}
     before = study.user_attrs.get("made_for")
     if before is None:
         study.set_user_attr("made_for", made_for)
     elif before != made_for:
         changed = sorted(set(before["space"]) ^ set(made_for["space"])) + sorted(
-            k for k in set(before["space"]) & set(made_for["space"]) if before["space"][k] != made_for["space"][k])
+            k for k in set(before["space"]) & set(made_for["space"]) if before["space"][k] != made_for["space"][k]
+        )
         what = f"parameter(s) {changed}" if changed else f"sampler {before['sampler']} (seed {before['seed']})"
         raise ConfigError(
             f"the study {name!r} in {_safe(storage_url(grid))} was made for another search: {what} changed since; "
@@ -250,22 +153,13 @@ def open_study(grid: dict[str, Any], method: str) -> Any:
 def _objective(grid: dict[str, Any], method: str, number: int, params: dict[str, Any]) -> tuple[float, dict[int, float], float]:
     """Mean validation metric of ``params`` over the tuning seeds, the values per seed and the summed training
     wall time (s); the test split is never evaluated."""
-    from hkt.training.run import fit_or_resume
-
     val_key = f"{grid['metric']['val'].replace('/', '_')}_best"
     values, wall = {}, 0.0
     for seed in grid["search"]["tuning_seeds"]:
-        record = fit_or_resume(_config(grid, method, seed, params, trial=number), evaluate_test=False)
+        record = fit_or_resume(trial_config(grid, method, seed, params, trial=number), evaluate_test=False)
         values[seed] = float(record[val_key])
         wall += float(record["fit_wall_s"])
     return sum(values.values()) / len(values), values, wall
-
-
-def _publish_trial(grid: dict[str, Any], method: str, number: int, params: dict[str, Any], values: dict[int, float], mean: float,
-                   wall: float) -> None:
-    record = {"method": method, "trial": number, "params": params, "val_by_seed": {str(k): v for k, v in values.items()},
-              "val_mean": mean, "fit_wall_s": wall, "sampler": grid["search"].get("sampler", "sobol")}
-    write_atomic(Path(grid["out_dir"]) / "search" / method / f"trial{number}.json", json.dumps(record, indent=1))
 
 
 def _run_trial(grid: dict[str, Any], method: str, study: Any, number: int, params: dict[str, Any]) -> None:
@@ -274,14 +168,12 @@ def _run_trial(grid: dict[str, Any], method: str, study: Any, number: int, param
     with RunLock(Path(grid["work_dir"]) / "tune" / method / f"trial{number}"):
         mean, values, wall = _objective(grid, method, number, params)
         study.tell(number, mean, skip_if_finished=True)
-        _publish_trial(grid, method, number, params, values, mean, wall)
+        publish_trial(grid, method, number, params, values, mean, wall)
 
 
 def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Run (or resume) each method's search to ``search.trials`` finished trials; return ``{method: chosen params}``
     for the methods whose search is complete. Records of every trial go to ``out_dir/search/<method>/``."""
-    from optuna.trial import TrialState
-
     trials, host = grid["search"]["trials"], socket.gethostname()
     for method in grid["methods"]:
         if only and method not in only:
@@ -291,8 +183,10 @@ def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[
         budget = [t for t in study.get_trials(deepcopy=False) if t.number < trials]
         ended = {t.number: t.state.name.lower() for t in budget if t.state not in (TrialState.COMPLETE, TrialState.RUNNING)}
         if ended:  # a number of the budget that can never finish: the budget could not be filled
-            raise ConfigError(f"method {method!r}: trial(s) of the budget ended without a value in the study ({ended}); "
-                              f"delete the study {study.study_name!r} to search again")
+            raise ConfigError(
+                f"method {method!r}: trial(s) of the budget ended without a value in the study ({ended}); "
+                f"delete the study {study.study_name!r} to search again"
+            )
         for frozen in budget:  # left running by a crash: resumed on the machine that holds its runs' locks
             if frozen.state == TrialState.RUNNING and frozen.user_attrs.get("host", host) == host:
                 print(f"[hkt compare] tune {method}: resuming trial {frozen.number} {frozen.params}", flush=True)
@@ -318,8 +212,6 @@ def _restore(study: Any, dists: dict[str, Any], grid: dict[str, Any], method: st
     """A new study (another machine, a fresh checkout: the database lives in the uncommitted work_dir) starts from
     the committed trial records, so finished trials are never rerun and trial numbers stay the same. Under the
     sobol sampler each record must be the candidate of its number: anything else means the space or seed changed."""
-    import optuna
-
     if study.trials:
         return
     search = grid["search"]
@@ -342,25 +234,3 @@ def _restore(study: Any, dists: dict[str, Any], grid: dict[str, Any], method: st
                 f"committed trial {record['trial']} of {method!r} ({record['params']}) does not fit the search space now in the grid "
                 f"({e}); restore the space, or move {Path(grid['out_dir']) / 'search' / method} away to search again"
             ) from None
-
-
-def _complete(grid: dict[str, Any]) -> bool:
-    """Every method has its ``trials`` committed trial records."""
-    return all(len(trial_records(grid["out_dir"], m)) >= grid["search"]["trials"] for m in grid["methods"])
-
-
-def chosen(grid: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{method: params}`` of the best trial of each method whose search has ``trials`` finished trials, read
-    from the committed trial records (so a summary rebuilds without the study)."""
-    out: dict[str, dict[str, Any]] = {}
-    sign = 1 if grid["metric"]["higher_is_better"] else -1
-    for method in grid["methods"]:
-        records = trial_records(grid["out_dir"], method)
-        if len(records) >= grid["search"]["trials"]:
-            best = max(records, key=lambda r: (sign * r["val_mean"], -r["trial"]))
-            out[method] = best["params"]
-    return out
-
-
-def trial_records(out_dir: str | Path, method: str) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(Path(out_dir, "search", method).glob("trial*.json"), key=lambda p: int(p.stem[5:]))]

@@ -11,29 +11,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from matplotlib.figure import Figure
+from scipy.stats import t as student_t
+from scipy.stats import ttest_rel
+
+from hkt.compare.format import difference, mean_std, p_value, scale_of, settings
+from hkt.compare.records import chosen, load_records, trial_records
 from hkt.compare.sampler import SAMPLERS
 from hkt.io import savefig, write_atomic
-
-
-def load_records(out_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """``{method: {seed: record}}`` from ``out_dir/runs/<method>/seed<k>.json``."""
-    records: dict[str, dict[int, dict[str, Any]]] = {}
-    for path in sorted(Path(out_dir, "runs").glob("*/seed*.json")):
-        records.setdefault(path.parent.name, {})[int(path.stem[4:])] = json.loads(path.read_text())
-    return records
-
-
-def _ms(values: list[float], scale: float, digits: int = 2) -> str:
-    if not values:
-        return "–"
-    mean = statistics.mean(values) * scale
-    std = statistics.stdev(values) * scale if len(values) > 1 else float("nan")
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _p(p: float) -> str:
-    return "–" if p != p else "< 0.001" if p < 0.001 else f"{p:.3f}"
-
 
 REFERENCES = ("ce", "kd", "dkd")  # what every other method is compared with, when the grid has it
 
@@ -44,9 +30,6 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
         return None
-    from scipy.stats import t as student_t
-    from scipy.stats import ttest_rel
-
     diffs = [a[s] - b[s] for s in seeds]
     mean, sd, n = statistics.mean(diffs), statistics.stdev(diffs), len(seeds)
     half = float(student_t.ppf(0.975, n - 1)) * sd / n**0.5
@@ -65,11 +48,6 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted
 
 
-def _scale(key: str) -> tuple[float, str]:
-    """Accuracies are shown in %, other metrics (Dice, IoU, EPE) as they are."""
-    return (100.0, " (%)") if key.endswith("acc") else (1.0, "")
-
-
 def _repeats(trials: list[dict[str, Any]]) -> list[tuple[int, int]]:
     """``(trial, earlier trial with the same settings)`` for every repeated candidate."""
     first: dict[str, int] = {}
@@ -83,24 +61,29 @@ def _repeats(trials: list[dict[str, Any]]) -> list[tuple[int, int]]:
     return out
 
 
-def _rows(
-    records: dict[str, dict[int, dict[str, Any]]], test: dict[str, dict[int, float]], key: str, val_key: str
-) -> list[dict[str, Any]]:
+def _rows(records: dict[str, dict[int, dict[str, Any]]], test: dict[str, dict[int, float]], key: str, val_key: str) -> list[dict[str, Any]]:
     """One table row per method; ``test`` is ``{method: {seed: value of key}}``."""
     rows = []
     for m in test:
         recs = [records[m][s] for s in sorted(records[m])]
-        rows.append({
-            "method": m,
-            "seeds": sorted(records[m]),
-            "test": [test[m][s] for s in sorted(test[m])],
-            "val": [r[val_key] for r in recs if r.get(val_key) is not None],
-            "test_last_epoch": [r.get(f"{key}_last_epoch") for r in recs if r.get(f"{key}_last_epoch") is not None],
-            "wall_s": [r["fit_wall_s"] for r in recs],
-            "median_step_s": [r["median_step_s"] for r in recs if r.get("median_step_s")],
-            "parent_saved_s": [r["parent_cache"]["saved_s"] for r in recs if "saved_s" in r.get("parent_cache", {})],
-            **{f"vs_{ref}": paired(test[m], test[ref]) if ref in test and m != ref else None for ref in REFERENCES},
-        })
+        rows.append(
+            {
+                "method": m,
+                "seeds": sorted(records[m]),
+                "test": [test[m][s] for s in sorted(test[m])],
+                "val": [r[val_key] for r in recs if r.get(val_key) is not None],
+                "test_last_epoch": [r.get(f"{key}_last_epoch") for r in recs if r.get(f"{key}_last_epoch") is not None],
+                "wall_s": [r["fit_wall_s"] for r in recs],
+                "median_step_s": [r["median_step_s"] for r in recs if r.get("median_step_s")],
+                # only with the parent cache, so that summaries of grids run without it rebuild unchanged
+                **(
+                    {"parent_saved_s": saved}
+                    if (saved := [r["parent_cache"]["saved_s"] for r in recs if "saved_s" in r.get("parent_cache", {})])
+                    else {}
+                ),
+                **{f"vs_{ref}": paired(test[m], test[ref]) if ref in test and m != ref else None for ref in REFERENCES},
+            }
+        )
     return rows
 
 
@@ -109,17 +92,6 @@ def _adjust(rows: list[dict[str, Any]], extra: list[dict[str, Any]]) -> None:
     family = [r[f"vs_{ref}"] for r in rows for ref in REFERENCES if r.get(f"vs_{ref}")] + extra
     for d, adj in zip(family, holm([d["p_value"] for d in family])):
         d["p_holm"] = adj
-
-
-def _diff(d: dict[str, Any] | None, scale: float, digits: int) -> tuple[str, str]:
-    """``"+0.52 [-0.10, +1.14]"`` and ``"0.081 (0.320)"``: difference with 95% CI; raw p (Holm p)."""
-    if d is None:
-        return "–", "–"
-    lo, hi = d["ci95"]
-    return (
-        f"{d['mean_diff'] * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]",
-        f"{_p(d['p_value'])} ({_p(d.get('p_holm', float('nan')))})",
-    )
 
 
 def summarize(grid: dict[str, Any]) -> dict[str, Any]:
@@ -142,27 +114,24 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
         f"{'Higher' if sign > 0 else 'Lower'} is better. Checkpoints are selected on `{metric['val']}`; the test split is "
         "evaluated once per final run. Differences are paired over the same seeds (same data order, same starting "
         "weights), shown with their 95% t confidence interval; p: two-sided paired t-test (scipy), in brackets Holm-"
-        "adjusted over every comparison of the table and the extra pairs. \"Beats\" / \"loses to\" only where the "
+        'adjusted over every comparison of the table and the extra pairs. "Beats" / "loses to" only where the '
         "Holm-adjusted p < 0.05.",
     ]
-    if any(r.get("migrated_from") for m in order for r in records[m].values()):
-        lines += ["", "These per-run records were reconstructed from an earlier summary that kept per-seed values only "
-                  "(`migrated_from` in each record): tables and tests rebuild from them, per-epoch curves and gates do not."]
     lines += _prepare_section(grid, out, keys)
     search = _search_section(grid, out, order)
     lines += search["lines"]
     by_metric = {}
     for key in keys:
-        scale, unit = _scale(key)
+        scale, unit = scale_of(key)
         digits = 2 if scale == 100.0 else 3
         test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
         rows = _rows(records, test, key, val_key)
         extra = [dict(d, a=a, b=b) for a, b in grid.get("pairs", []) if (d := paired(test.get(a, {}), test.get(b, {})))]
         _adjust(rows, extra)
         by_metric[key] = {"rows": rows, "extra_pairs": extra}
-        vscale, vunit = _scale(val_key.removesuffix("_best"))
+        vscale, vunit = scale_of(val_key.removesuffix("_best"))
         head = "".join(f" vs {r} (95% CI) | p (Holm) |" for r in refs)
-        cached = any(r["parent_saved_s"] for r in rows)  # a column only for grids run with the parent cache
+        cached = any(r.get("parent_saved_s") for r in rows)  # a column only for grids run with the parent cache
         lines += [
             "",
             f"## {key}{unit}",
@@ -172,19 +141,23 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
             "|---|---|---|---|---|" + "---|---|" * len(refs) + "---|---|" + ("---|" if cached else ""),
         ]
         for r in rows:
-            cells = "".join(f" {d} | {p} |" for d, p in (_diff(r[f"vs_{ref}"], scale, digits) for ref in refs))
+            cells = "".join(f" {d} | {p} |" for d, p in (difference(r[f"vs_{ref}"], scale, digits) for ref in refs))
             step = f"{statistics.median(r['median_step_s']):.3f}" if r["median_step_s"] else "–"
-            saved = (f" {statistics.mean(r['parent_saved_s']):.0f} |" if r["parent_saved_s"] else " – |") if cached else ""
+            saved = (f" {statistics.mean(r['parent_saved_s']):.0f} |" if r.get("parent_saved_s") else " – |") if cached else ""
             lines.append(
-                f"| {r['method']} | {len(r['seeds'])} | {_ms(r['test'], scale, digits)} | {_ms(r['val'], vscale, digits)} | "
-                f"{_ms(r['test_last_epoch'], scale, digits)} |{cells} {step} | {statistics.mean(r['wall_s']):.0f} |{saved}"
+                f"| {r['method']} | {len(r['seeds'])} | {mean_std(r['test'], scale, digits)} | {mean_std(r['val'], vscale, digits)} | "
+                f"{mean_std(r['test_last_epoch'], scale, digits)} |{cells} {step} | {statistics.mean(r['wall_s']):.0f} |{saved}"
             )
         if cached:
             lines += ["", _cache_line(rows)]
         lines += ["", *_verdicts(rows, refs, sign, scale, digits, key), *_extra_pairs(extra, sign, scale, digits)]
     lines += ["", *_hkt_diagnostics(records, order)]
     if any(r.get("epochs") for m in order for r in records[m].values()):
-        lines += ["", "Plots: `val_curves.png` (validation metric per epoch, band = ± std over seeds), `gates.png` (mean inheritance rate per gene, HKT runs)."]
+        lines += [
+            "",
+            "Plots: `val_curves.png` (validation metric per epoch, band = ± std over seeds), `gates.png` (mean inheritance rate "
+            "per gene, HKT runs).",
+        ]
     write_atomic(out / "summary.md", "\n".join(lines) + "\n")
     summary = {"metric": metric, "by_metric": by_metric, **({"search": search["json"]} if search["json"] else {})}
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
@@ -195,11 +168,14 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
 def _cache_line(rows: list[dict[str, Any]]) -> str:
     """Wall time and parent compute saved over the final runs of the table."""
     wall = sum(sum(r["wall_s"]) for r in rows)
-    saved = sum(sum(r["parent_saved_s"]) for r in rows)
-    return (f"Parent cache (`parent_cache`): wall (s) and parent compute saved (s) are means per run; over the {sum(len(r['wall_s']) for r in rows)} "
-            f"final runs the wall time is {wall:,.0f} s and the parent compute the cache saved {saved:,.0f} s (the seconds the "
-            "parent took when each hit's shard was written, less the time to read it; for `hkt`, an upper bound: the parent's "
-            "layers after its last gene still run).")
+    saved = sum(sum(r.get("parent_saved_s", [])) for r in rows)
+    return (
+        f"Parent cache (`parent_cache`): wall (s) and parent compute saved (s) are means per run; over the "
+        f"{sum(len(r['wall_s']) for r in rows)} "
+        f"final runs the wall time is {wall:,.0f} s and the parent compute the cache saved {saved:,.0f} s (the seconds the "
+        "parent took when each hit's shard was written, less the time to read it; for `hkt`, an upper bound: the parent's "
+        "layers after its last gene still run)."
+    )
 
 
 def _prepare_section(grid: dict[str, Any], out: Path, keys: list[str]) -> list[str]:
@@ -211,19 +187,26 @@ def _prepare_section(grid: dict[str, Any], out: Path, keys: list[str]) -> list[s
     if not records:
         return []
     val = grid["metric"]["val"]
-    vscale, vunit = _scale(val)
-    lines = ["", "## Starting points (prepare runs)", "",
-             f"| run | child | train images x epochs | {val}{vunit} per epoch | best epoch | "
-             + " | ".join(f"{k}{_scale(k)[1]}" for k in keys) + " | wall (s) |",
-             "|---|---|---|---|---|" + "---|" * len(keys) + "---|"]
+    vscale, vunit = scale_of(val)
+    lines = [
+        "",
+        "## Starting points (prepare runs)",
+        "",
+        f"| run | child | train images x epochs | {val}{vunit} per epoch | best epoch | "
+        + " | ".join(f"{k}{scale_of(k)[1]}" for k in keys)
+        + " | wall (s) |",
+        "|---|---|---|---|---|" + "---|" * len(keys) + "---|",
+    ]
     for name, r in records:
         child = r["config"]["child"]
         arch = child["arch"] + (f" (width {child['width']})" if child.get("width") else "")
         digits = 2 if vscale == 100.0 else 3
         curve = " → ".join(f"{e[val] * vscale:.{digits}f}" for e in r["epochs"] if val in e)
-        tests = " | ".join("–" if r.get(k) is None else f"{r[k] * _scale(k)[0]:.{2 if _scale(k)[0] == 100.0 else 3}f}" for k in keys)
-        lines.append(f"| {name} | {arch} | {r['data']['sizes']['train']:,} x {len(r['epochs'])} | {curve} | "
-                     f"{r['best_epoch'] + 1} | {tests} | {r['fit_wall_s']:,.0f} |")
+        tests = " | ".join("–" if r.get(k) is None else f"{r[k] * scale_of(k)[0]:.{2 if scale_of(k)[0] == 100.0 else 3}f}" for k in keys)
+        lines.append(
+            f"| {name} | {arch} | {r['data']['sizes']['train']:,} x {len(r['epochs'])} | {curve} | "
+            f"{r['best_epoch'] + 1} | {tests} | {r['fit_wall_s']:,.0f} |"
+        )
     return lines
 
 
@@ -231,8 +214,6 @@ def _search_section(grid: dict[str, Any], out: Path, order: list[str]) -> dict[s
     """The search protocol, each method's chosen settings and its full trial table (from ``out_dir/search``)."""
     if grid.get("search") is None:
         return {"lines": [], "json": None}
-    from hkt.compare.search import chosen, trial_records
-
     search = grid["search"]
     picked = chosen(grid)
     lines = [
@@ -250,18 +231,20 @@ def _search_section(grid: dict[str, Any], out: Path, order: list[str]) -> dict[s
     for m in order:
         trials = trial_records(out, m)
         table[m] = trials
-        shown = "; ".join(f"#{t['trial']} {_fmt(t['params'])} → {t['val_mean']:.4f}" for t in trials)
-        lines.append(f"| {m} | {_fmt(picked[m]) if m in picked else '(search not finished)'} | {shown} |")
+        shown = "; ".join(f"#{t['trial']} {settings(t['params'])} → {t['val_mean']:.4f}" for t in trials)
+        lines.append(f"| {m} | {settings(picked[m]) if m in picked else '(search not finished)'} | {shown} |")
     repeats = {m: _repeats(t) for m, t in table.items() if _repeats(t)}
     if repeats:
-        lines += ["", "Repeated candidates (fewer distinct settings than trials): " + "; ".join(
-            f"{m}: {len(table[m]) - len(r)} distinct in {len(table[m])} (" + ", ".join(f"#{a} = #{b}" for a, b in r) + ")"
-            for m, r in repeats.items()) + "."]
+        lines += [
+            "",
+            "Repeated candidates (fewer distinct settings than trials): "
+            + "; ".join(
+                f"{m}: {len(table[m]) - len(r)} distinct in {len(table[m])} (" + ", ".join(f"#{a} = #{b}" for a, b in r) + ")"
+                for m, r in repeats.items()
+            )
+            + ".",
+        ]
     return {"lines": lines, "json": {"protocol": search, "chosen": picked, "trials": table}}
-
-
-def _fmt(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in params.items())
 
 
 def _verdicts(rows: list[dict[str, Any]], refs: list[str], sign: int, scale: float, digits: int, key: str) -> list[str]:
@@ -273,7 +256,10 @@ def _verdicts(rows: list[dict[str, Any]], refs: list[str], sign: int, scale: flo
             d = r[f"vs_{ref}"]
             if d is None:
                 continue
-            lines.append(f"- `{r['method']}` {_verdict(d, sign, ref)}: {_diff(d, scale, digits)[0]} over {d['n']} paired seeds, p {_p(d['p_value'])}, Holm p {_p(d['p_holm'])}.")
+            lines.append(
+                f"- `{r['method']}` {_verdict(d, sign, ref)}: {difference(d, scale, digits)[0]} over {d['n']} paired seeds, p "
+                f"{p_value(d['p_value'])}, Holm p {p_value(d['p_holm'])}."
+            )
     return lines
 
 
@@ -287,7 +273,8 @@ def _verdict(d: dict[str, Any], sign: int, ref: str) -> str:
 def _extra_pairs(extra: list[dict[str, Any]], sign: int, scale: float, digits: int) -> list[str]:
     """Paired comparisons the grid asks for (``pairs: [[a, b], ...]``), e.g. two runs at another lr."""
     lines = [
-        f"- `{d['a']}` vs `{d['b']}`: {_diff(d, scale, digits)[0]} over {d['n']} paired seeds, p {_p(d['p_value'])}, Holm p {_p(d['p_holm'])}."
+        f"- `{d['a']}` vs `{d['b']}`: {difference(d, scale, digits)[0]} over {d['n']} paired seeds, p {p_value(d['p_value'])}, "
+        f"Holm p {p_value(d['p_holm'])}."
         for d in extra
     ]
     return ["", "Other paired comparisons:", "", *lines] if lines else []
@@ -310,10 +297,8 @@ def _hkt_diagnostics(records: dict[str, dict[int, dict[str, Any]]], order: list[
     return lines if found else []
 
 
-def _series(records: dict[int, dict[str, Any]], key: str) -> "Any":
+def _series(records: dict[int, dict[str, Any]], key: str) -> Any:
     """``(seeds, epochs)`` array of ``key`` over the epochs all seeds have (``None`` when absent)."""
-    import numpy as np
-
     curves = [[e[key] for e in r.get("epochs", []) if key in e] for r in records.values()]
     n = min(len(c) for c in curves)
     return np.array([c[:n] for c in curves]) if n else None
@@ -321,17 +306,13 @@ def _series(records: dict[int, dict[str, Any]], key: str) -> "Any":
 
 def _plots(records: dict[str, dict[int, dict[str, Any]]], order: list[str], grid: dict[str, Any], out: Path) -> None:
     """Curves over epochs with a ± std band; bars with ± std error bars when the budget is one epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     def draw(series: list[tuple[str, Any]], ylabel: str, path: Path) -> None:
         series = [(label, a) for label, a in series if a is not None]
         if not series:
             return
-        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+        fig = Figure(figsize=(6.4, 3.6), dpi=100)  # no pyplot: no backend, no global figure state
+        ax = fig.subplots()
         if max(a.shape[1] for _, a in series) == 1:
             ax.bar(range(len(series)), [a.mean() for _, a in series], yerr=[a.std() for _, a in series], capsize=3)
             ax.set_xticks(range(len(series)), [label for label, _ in series], rotation=40, ha="right", fontsize=7)
@@ -349,10 +330,9 @@ def _plots(records: dict[str, dict[int, dict[str, Any]]], order: list[str], grid
         ax.set_ylabel(ylabel)
         fig.tight_layout()
         savefig(fig, path)
-        plt.close(fig)
 
     if not any(r.get("epochs") for m in order for r in records[m].values()):
-        return  # migrated records carry no per-epoch history: keep the plots made from the original runs
+        return  # records without per-epoch history (evidence v1's reconstructed ones): keep the plots they came with
     val_key = grid["metric"]["val"]
     draw([(m, _series(records[m], val_key)) for m in order], f"{val_key} (mean ± std over seeds)", out / "val_curves.png")
     gates = []

@@ -3,13 +3,11 @@
 from hkt.core.gene import Gene, parse_genes
 from hkt.core.genetic_attention import (
     ATTENTIONS,
-    DotAttention,
     GatedAttention,
     GeneticAttention,
     LearnedAttention,
     StaticAttention,
     build_attention,
-    dot_attention,
     gated_attention,
     learned_attention,
     static_attention,
@@ -19,7 +17,20 @@ from hkt.core.paths import module_at
 from hkt.core.transfer import GeneShapeError, build_adapter
 
 __all__ = [
-    "ATTENTIONS", "DotAttention", "GatedAttention", "Gene", "GeneShapeError", "GeneticAttention", "Inheritance",
-    "Inherited", "LearnedAttention", "StaticAttention", "build_adapter", "build_attention", "dot_attention",
-    "gated_attention", "learned_attention", "module_at", "parse_genes", "static_attention",
+    "ATTENTIONS",
+    "GatedAttention",
+    "Gene",
+    "GeneShapeError",
+    "GeneticAttention",
+    "Inheritance",
+    "Inherited",
+    "LearnedAttention",
+    "StaticAttention",
+    "build_adapter",
+    "build_attention",
+    "gated_attention",
+    "learned_attention",
+    "module_at",
+    "parse_genes",
+    "static_attention",
 ]

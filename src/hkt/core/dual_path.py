@@ -9,9 +9,9 @@ as usual and the inherited half with its own batch statistics, without touching 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,10 +82,10 @@ def per_path_batchnorm(model: nn.Module, batch: int, armed: Callable[[], bool] =
 
 @contextmanager
 def shared_skips(model: nn.Module, batch: int, armed: Callable[[], bool] = _always) -> Iterator[None]:
-    """While active and ``armed()`` (from the first gene on), a module called with both stacked (``2 * batch`` rows) and single (``batch`` rows) tensors
-    gets the single ones repeated: a skip connection from before the first gene (a U-Net encoder feature, the
-    ``low`` input of an LRASPP head) is the same on both paths, so both read it. Works at module boundaries,
-    for positional and keyword inputs, nested in tuples, lists and dicts."""
+    """While active and ``armed()`` (from the first gene on), a module called with both stacked (``2 * batch`` rows)
+    and single (``batch`` rows) tensors gets the single ones repeated: a skip connection from before the first gene
+    (a U-Net encoder feature, the ``low`` input of an LRASPP head) is the same on both paths, so both read it. Works
+    at module boundaries, for positional and keyword inputs, nested in tuples, lists and dicts."""
 
     def rows(t: Any) -> int | None:
         return t.shape[0] if isinstance(t, Tensor) and t.dim() > 0 else None
@@ -110,8 +110,11 @@ def shared_skips(model: nn.Module, batch: int, armed: Callable[[], bool] = _alwa
 def frozen_running_stats(model: nn.Module) -> Iterator[None]:
     """While active, BatchNorm layers in training mode normalise with batch statistics but leave their running
     estimates untouched (momentum 0), so a second, inherited pass of the child does not move them."""
-    saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-             for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    saved = [
+        (m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+        for m in model.modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats
+    ]
     try:
         for m, _, _ in saved:
             m.momentum = 0.0

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -86,9 +86,7 @@ def as_args(x: Any) -> tuple[Any, ...]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def trace_blocks(
-    model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...], role: str
-) -> tuple[dict[str, Tensor], Counter[str]]:
+def trace_blocks(model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...], role: str) -> tuple[dict[str, Tensor], Counter[str]]:
     """Run ``model`` once; return ``{path: gene feature of its first call}`` in the order the blocks fired, and
     how many times each block ran (a recurrent block, e.g. RAFT's update GRU, runs once per iteration).
 

@@ -40,7 +40,7 @@ class Gene:
         return self.parent if role == "parent" else self.child
 
     @classmethod
-    def parse(cls, spec: Any) -> "Gene":
+    def parse(cls, spec: Any) -> Gene:
         """Accept ``"layer3"``, ``"layer3:layer3.2"``, ``{"parent": ..., "child": ...}`` or a ``Gene``.
 
         A dict may also declare each side's feature: ``layout`` (``vector | nchw | nhwc | tokens``), ``prefix_tokens``
@@ -54,10 +54,12 @@ class Gene:
         if isinstance(spec, dict) and set(spec) <= allowed and isinstance(spec.get("parent"), str):
             side = {r: {k: spec.get(f"{r}_{k}", spec.get(k)) for k in SIDE_KEYS} for r in ("parent", "child")}
             return cls(
-                spec["parent"], spec.get("child", spec["parent"]),
+                spec["parent"],
+                spec.get("child", spec["parent"]),
                 Hint(side["parent"]["layout"], side["parent"]["prefix_tokens"]),
                 Hint(side["child"]["layout"], side["child"]["prefix_tokens"]),
-                side["parent"]["element"], side["child"]["element"],
+                side["parent"]["element"],
+                side["child"]["element"],
             )
         extra = sorted(set(spec) - allowed) if isinstance(spec, dict) else []
         raise ValueError(

@@ -14,6 +14,8 @@ so gates of different variants are directly comparable in logs.
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -40,24 +42,6 @@ def learned_attention(q: Tensor, v: Tensor, logits: Tensor, lam: float = 0.6) ->
     """Learned GA: ``a = sigmoid(logits)``, ``out = q + lam * a * (v - q)``; ``logits`` is ``(B, 1[, H, W])``."""
     gate = lam * torch.sigmoid(logits)
     return q + gate * (v - q), gate
-
-
-def dot_attention(q: Tensor, v: Tensor, lam: float = 0.6) -> tuple[Tensor, Tensor]:
-    """Spatial scaled dot-product attention: each child position reads a softmax-weighted mix of all
-    parent positions, ``a = softmax(q^T v / sqrt(C))``, ``out = q + lam * (a v - q)``.
-
-    Vectors are one position, so the attended value is ``v`` itself. The gate reported is ``lam``
-    times the attention each position pays to its own location in the parent, ``(B, 1[, H, W])``.
-    """
-    if q.dim() == 2:
-        return q + lam * (v - q), torch.full_like(q[:, :1], lam)
-    b, c, *positions = q.shape
-    queries = q.flatten(2).transpose(1, 2)  # (B, HW, C)
-    values = v.flatten(2).transpose(1, 2)
-    attn = torch.softmax(queries @ values.transpose(1, 2) / math.sqrt(c), dim=-1)  # (B, HW, HW)
-    read = (attn @ values).transpose(1, 2).reshape(q.shape)
-    gate = lam * attn.diagonal(dim1=1, dim2=2).reshape(b, 1, *positions)
-    return q + lam * (read - q), gate
 
 
 def lepoket_attention(q: Tensor, qk: Tensor, value: Tensor, mlp_gate: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
@@ -131,15 +115,6 @@ class LearnedAttention(GeneticAttention):
         return learned_attention(q, v, self.score(torch.cat([q, v], dim=1)), self.lam)
 
 
-class DotAttention(GeneticAttention):
-    def __init__(self, lam: float = 0.6) -> None:
-        super().__init__()
-        self.lam = lam
-
-    def mix(self, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        return dot_attention(q, v, self.lam)
-
-
 class LePoKetAttention(GeneticAttention):
     """The follow-up's learnable GA (christian-tchenko/LePoKet, ``learnable_ga.py``): projections ``W_q``, ``W_k``,
     ``W_v`` (bias-free; linear for vectors and 1x1 convs for maps and tokens, so the gate is per position or token),
@@ -166,12 +141,11 @@ class LePoKetAttention(GeneticAttention):
         return lepoket_attention(q, qk, self.w_v(v), self.mlp(qk), self.lam)
 
 
-ATTENTIONS = ("gated", "static", "learned", "dot", "lepoket")
+Attention = Literal["gated", "static", "learned", "lepoket"]
+ATTENTIONS: tuple[str, ...] = typing.get_args(Attention)
 
 
-def build_attention(
-    kind: str, channels: int, rank: int, lam: float = 0.6, parent_weight: float = 0.7
-) -> GeneticAttention:
+def build_attention(kind: str, channels: int, rank: int, lam: float = 0.6, parent_weight: float = 0.7) -> GeneticAttention:
     """Build a GA module by name (one of ``ATTENTIONS``) for a gene of ``channels`` channels whose mix form has
     ``rank`` dims (2 vectors, 3 tokens, 4 maps)."""
     if kind == "gated":
@@ -180,9 +154,6 @@ def build_attention(
         return StaticAttention(parent_weight)
     if kind == "learned":
         return LearnedAttention(channels, rank, lam)
-    if kind == "dot":
-        return DotAttention(lam)
     if kind == "lepoket":
         return LePoKetAttention(channels, rank, lam)
     raise ValueError(f"unknown genetic attention {kind!r}; choose one of {', '.join(ATTENTIONS)}")
-

@@ -89,8 +89,10 @@ class Inheritance(nn.Module):
         self.genes = list(genes)
         preact = [g.name for g in self.genes if PREACT in g.parent + g.child]
         if preact:
-            raise GeneShapeError(f"gene(s) {preact}: {PREACT} reads a block's pre-activation for feature methods (reviewkd); "
-                                 "HKT mixes into block outputs, so name the block itself")
+            raise GeneShapeError(
+                f"gene(s) {preact}: {PREACT} reads a block's pre-activation for feature methods (reviewkd); "
+                "HKT mixes into block outputs, so name the block itself"
+            )
         self.native, self.reverse, self.parent_own = native, reverse, parent_own
         run = dry_run(parent, child, self.genes, example_input)
         p_feats, c_feats = run.parent, run.child
@@ -98,8 +100,10 @@ class Inheritance(nn.Module):
         # stacking the two paths along the batch needs genes that run once per forward on B rows; RAFT's feature
         # encoder (both frames, 2B rows) and its recurrent update block (once per iteration) do not
         self.parent_genes_once = all(n == 1 for n in run.parent_calls.values())
-        self.stacked = self.parent_genes_once and all(n == 1 for n in run.child_calls.values()) and all(
-            t.shape[0] == b for t in (*p_feats.values(), *c_feats.values())
+        self.stacked = (
+            self.parent_genes_once
+            and all(n == 1 for n in run.child_calls.values())
+            and all(t.shape[0] == b for t in (*p_feats.values(), *c_feats.values()))
         )
         by_parent = {g.parent: i for i, g in enumerate(self.genes)}
         by_child = {g.child: i for i, g in enumerate(self.genes)}
@@ -112,11 +116,11 @@ class Inheritance(nn.Module):
         for g, pk, ck in zip(self.genes, self.parent_kinds, self.child_kinds):
             self.transfers.append(build_adapter(pk, ck, g.name, adapter))
             self.attentions.append(build_attention(attention, ck.channels, ck.rank, lam, parent_weight))
-            log.info("gene %s: parent %s -> child %s, adapter %s", g.name, pk.describe(), ck.describe(), describe_adapter(self.transfers[-1]))
+            log.info(
+                "gene %s: parent %s -> child %s, adapter %s", g.name, pk.describe(), ck.describe(), describe_adapter(self.transfers[-1])
+            )
         last = self.parent_order[-1]
-        self.back = (
-            build_adapter(self.child_kinds[last], self.parent_kinds[last], self.genes[last].name, adapter) if reverse else None
-        )
+        self.back = build_adapter(self.child_kinds[last], self.parent_kinds[last], self.genes[last].name, adapter) if reverse else None
         self._rehearse(parent, child, as_args(example_input))
 
     def _rehearse(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
@@ -242,7 +246,10 @@ class Inheritance(nn.Module):
 
         parent_hooks = {self.genes[i].parent: parent_hook(i) for i in self.parent_order}
         try:
-            with hooks(parent, parent_hooks, "parent"), shared_skips(parent, b, lambda: parent_stacked[0]) if parent_on_mix and parent_own else nullcontext():
+            with (
+                hooks(parent, parent_hooks, "parent"),
+                shared_skips(parent, b, lambda: parent_stacked[0]) if parent_on_mix and parent_own else nullcontext(),
+            ):
                 out = parent(*args)
         except _ParentDone:
             return result
@@ -253,9 +260,7 @@ class Inheritance(nn.Module):
         else:
             result.parent = out
         if result.parent is not None:
-            result.parent = torch.utils._pytree.tree_map(
-                lambda t: t.detach() if isinstance(t, Tensor) else t, result.parent
-            )
+            result.parent = torch.utils._pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, result.parent)
         return result
 
     def _separate(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> Inherited:
@@ -296,7 +301,10 @@ class Inheritance(nn.Module):
 
             return hook
 
-        with hooks(child, {g.child: mix(i) for i, g in enumerate(self.genes)}, "child"), frozen_running_stats(child) if self.native else nullcontext():
+        with (
+            hooks(child, {g.child: mix(i) for i, g in enumerate(self.genes)}, "child"),
+            frozen_running_stats(child) if self.native else nullcontext(),
+        ):
             result.inherited = child(*args)
         if self.reverse:
             last = self.parent_order[-1]

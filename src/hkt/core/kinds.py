@@ -26,18 +26,30 @@ from typing import Any
 
 from torch import Tensor, nn
 
-
 LAYOUTS = ("vector", "nchw", "nhwc", "tokens")
 
 
 class GeneShapeError(ValueError):
     """A gene's features cannot be read or aligned (a vector against a map, an unknown token grid, ...)."""
 
+
 # prefix tokens of Hugging Face vision transformers by config.model_type (class token; DeiT adds a distillation
 # token); register tokens are added from config.num_register_tokens
 HF_PREFIX_TOKENS = {
-    "vit": 1, "deit": 2, "beit": 1, "data2vec-vision": 1, "dinov2": 1, "dinov2_with_registers": 1, "vit_msn": 1,
-    "vit_mae": 1, "dpt": 1, "ijepa": 0, "swin": 0, "swinv2": 0, "donut-swin": 0, "clip_vision_model": 1,
+    "vit": 1,
+    "deit": 2,
+    "beit": 1,
+    "data2vec-vision": 1,
+    "dinov2": 1,
+    "dinov2_with_registers": 1,
+    "vit_msn": 1,
+    "vit_mae": 1,
+    "dpt": 1,
+    "ijepa": 0,
+    "swin": 0,
+    "swinv2": 0,
+    "donut-swin": 0,
+    "clip_vision_model": 1,
     "siglip_vision_model": 0,
 }
 
@@ -214,7 +226,8 @@ def infer_kind(t: Tensor, role: str, path: str, size: tuple[int, int] | None, de
             raise GeneShapeError(
                 f"{where}: {shape[1]} tokens with {prefix} prefix token(s) leave {shape[1] - prefix}, which is no patch grid "
                 f"of the {size[0]}x{size[1]} input; set the right {role}_prefix_tokens in the gene spec"
-                if size else f"{where}: cannot find the patch grid of {shape[1]} tokens; set {role}_prefix_tokens in the gene spec"
+                if size
+                else f"{where}: cannot find the patch grid of {shape[1]} tokens; set {role}_prefix_tokens in the gene spec"
             )
         return FeatureKind("tokens", shape[2], grid, prefix)
     if t.dim() != 4:
@@ -239,5 +252,7 @@ def infer_kind(t: Tensor, role: str, path: str, size: tuple[int, int] | None, de
     elif layout not in ("nchw", "nhwc"):
         raise GeneShapeError(f"{where}: declared layout {layout!r}, but its output {shape} has 4 dims (a map)")
     elif not (nchw if layout == "nchw" else nhwc) and (nhwc if layout == "nchw" else nchw):
-        raise GeneShapeError(f"{where}: declared layout {layout}, but {shape} is a grid of the input only in the other order; check the layout")
+        raise GeneShapeError(
+            f"{where}: declared layout {layout}, but {shape} is a grid of the input only in the other order; check the layout"
+        )
     return FeatureKind("nchw", a, (b, c)) if layout == "nchw" else FeatureKind("nhwc", c, (a, b))

@@ -64,8 +64,14 @@ def parent_fingerprint(parent: nn.Module, fp16: bool = False) -> dict[str, Any]:
         _tensor_digest(h, t)
     device = next((p.device.type for p in parent.parameters()), "cpu")
     autocast = str(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else None
-    return {"version": VERSION, "parent": type(parent).__qualname__, "weights": h.hexdigest(), "device": device,
-            "autocast": autocast, "storage": "float16" if fp16 else "as computed"}
+    return {
+        "version": VERSION,
+        "parent": type(parent).__qualname__,
+        "weights": h.hexdigest(),
+        "device": device,
+        "autocast": autocast,
+        "storage": "float16" if fp16 else "as computed",
+    }
 
 
 def _flatten(out: Any, feats: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -85,15 +91,14 @@ def _flatten(out: Any, feats: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def stored_bytes(out: Any, feats: dict[str, Tensor], fp16: bool = False) -> int:
     """Bytes of one shard's tensors."""
-    size = (lambda t: 2 if fp16 and t.is_floating_point() else t.element_size())
-    return sum(t.numel() * size(t) for t in _flatten(out, feats).values())
+    return sum(t.numel() * (2 if fp16 and t.is_floating_point() else t.element_size()) for t in _flatten(out, feats).values())
 
 
 def _unflatten(flat: dict[str, Tensor], device: torch.device, paths: Sequence[str]) -> tuple[Any, dict[str, Tensor]]:
     feats = {p: flat[f"gene.{p}"].to(device) for p in paths}
     if "out" in flat:
         return flat["out"].to(device), feats
-    outs = sorted((int(k[len("out."):]), v) for k, v in flat.items() if k.startswith("out."))
+    outs = sorted((int(k[len("out.") :]), v) for k, v in flat.items() if k.startswith("out."))
     return ([v.to(device) for _, v in outs] if outs else None), feats
 
 
@@ -115,8 +120,15 @@ class ParentCache:
         fp16: store floating values as float16 (half the disk; not exact, see the module docstring).
     """
 
-    def __init__(self, root: str | os.PathLike, parent: nn.Module, store: Sequence[Any] = (), read_only: bool = False,
-                 max_gb: float | None = None, fp16: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        parent: nn.Module,
+        store: Sequence[Any] = (),
+        read_only: bool = False,
+        max_gb: float | None = None,
+        fp16: bool = False,
+    ) -> None:
         self.key = parent_fingerprint(parent, fp16)
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:24]
         self.dir = Path(root) / digest
@@ -228,22 +240,42 @@ class ParentCache:
         half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in flat.items()}
         for k, v in flat.items():
             if v.is_floating_point() and not torch.isfinite(half[k]).all() and torch.isfinite(v).all():
-                raise ParentCacheError(f"parent_cache.fp16: the parent's {k} has values beyond float16's range (|v| up "
-                                       f"to {v.abs().max().item():.3g} > 65504); set parent_cache.fp16: false")
+                raise ParentCacheError(
+                    f"parent_cache.fp16: the parent's {k} has values beyond float16's range (|v| up "
+                    f"to {v.abs().max().item():.3g} > 65504); set parent_cache.fp16: false"
+                )
         if self.fp16_error is None:
             tiny = torch.finfo(torch.float16).tiny  # below it float16 is subnormal: its error is absolute, not relative
-            self.fp16_error = max((float(((half[k].to(v.dtype) - v).abs() / v.abs().clamp_min(tiny)).max())
-                                   for k, v in flat.items() if v.is_floating_point() and v.numel()), default=0.0)
-            log.info("parent_cache.fp16: largest relative rounding error on the first batch %.2e (bound %.2e above %.1e)",
-                     self.fp16_error, FP16_RELATIVE_ERROR, tiny)
+            self.fp16_error = max(
+                (
+                    float(((half[k].to(v.dtype) - v).abs() / v.abs().clamp_min(tiny)).max())
+                    for k, v in flat.items()
+                    if v.is_floating_point() and v.numel()
+                ),
+                default=0.0,
+            )
+            log.info(
+                "parent_cache.fp16: largest relative rounding error on the first batch %.2e (bound %.2e above %.1e)",
+                self.fp16_error,
+                FP16_RELATIVE_ERROR,
+                tiny,
+            )
         return half
 
     def summary(self) -> dict[str, Any]:
         total = self.hits + self.misses
-        out = {"dir": str(self.dir), "hits": self.hits, "misses": self.misses, "partial_misses": self.partial,
-               "hit_rate": self.hits / total if total else None, "written_mb": self.bytes_written / 2**20,
-               "size_mb": self.size_bytes() / 2**20, "compute_s": self.compute_s, "load_s": self.load_s,
-               "saved_s": self.saved_s}
+        out = {
+            "dir": str(self.dir),
+            "hits": self.hits,
+            "misses": self.misses,
+            "partial_misses": self.partial,
+            "hit_rate": self.hits / total if total else None,
+            "written_mb": self.bytes_written / 2**20,
+            "size_mb": self.size_bytes() / 2**20,
+            "compute_s": self.compute_s,
+            "load_s": self.load_s,
+            "saved_s": self.saved_s,
+        }
         if self.fp16:
             out["fp16_max_relative_error"] = self.fp16_error
         return out

@@ -79,8 +79,9 @@ def plan_replay(parent: nn.Module, genes: Sequence[Gene], example: Tensor) -> Re
 
 
 @contextmanager
-def replaying(parent: nn.Module, plan: ReplayPlan, genes: dict[str, Tensor], batch: int,
-              fill: Callable[..., Tensor] = torch.zeros) -> Iterator[None]:
+def replaying(
+    parent: nn.Module, plan: ReplayPlan, genes: dict[str, Tensor], batch: int, fill: Callable[..., Tensor] = torch.zeros
+) -> Iterator[None]:
     """Inside the block, ``parent``'s planned modules return ``genes[name]`` (stored gene outputs) or a ``fill`` of
     the placeholder's shape for ``batch`` rows."""
     device = next(iter(genes.values())).device

@@ -123,7 +123,7 @@ def _candidates(blocks: list[Block], output_shape: tuple[int, ...]) -> tuple[lis
         ends.append(named(top[-1]))
     # the pooled feature: the first vector after the last map or tokens (not the logits)
     last = max((i for i, b in enumerate(blocks) if b.kind.spatial), default=-1)
-    vectors = [b for b in blocks[last + 1:] if b.kind.layout == "vector" and b.shape != output_shape]
+    vectors = [b for b in blocks[last + 1 :] if b.kind.layout == "vector" and b.shape != output_shape]
     return ends, (named(vectors[0]) if vectors else None)
 
 
@@ -132,8 +132,9 @@ def _spread(items: list[Block], n: int) -> list[Block]:
     return [items[round((k + 1) * len(items) / n) - 1] for k in range(n)]
 
 
-def propose(parent: list[Block], child: list[Block], parent_out: tuple[int, ...], child_out: tuple[int, ...],
-            max_stages: int = 3) -> list[tuple[Block, Block]]:
+def propose(
+    parent: list[Block], child: list[Block], parent_out: tuple[int, ...], child_out: tuple[int, ...], max_stages: int = 3
+) -> list[tuple[Block, Block]]:
     """Gene pairs ``(parent block, child block)``: stage ends by relative depth, then the pooled vectors."""
     (p_ends, p_vec), (c_ends, c_vec) = _candidates(parent, parent_out), _candidates(child, child_out)
     n = min(len(p_ends), len(c_ends), max_stages)

@@ -19,6 +19,9 @@ positions are not supplied, so they stay native) when the source has none, e.g. 
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,7 +54,8 @@ class Channels(nn.Module):
         return self.linear(x) if x.dim() == 2 else self.linear(x.movedim(1, -1)).movedim(-1, 1)
 
 
-ADAPTERS = ("auto", "learned")
+Adapter = Literal["auto", "learned"]
+ADAPTERS: tuple[str, ...] = typing.get_args(Adapter)
 
 
 def as_kind(shape: tuple[int, ...] | FeatureKind) -> FeatureKind:
@@ -129,9 +133,7 @@ class Transfer(nn.Module):
         return f"{self.src.describe()} -> {self.dst.describe()}, prefix={self.prefix}"
 
 
-def build_adapter(
-    src: tuple[int, ...] | FeatureKind, dst: tuple[int, ...] | FeatureKind, gene: str = "", kind: str = "auto"
-) -> nn.Module:
+def build_adapter(src: tuple[int, ...] | FeatureKind, dst: tuple[int, ...] | FeatureKind, gene: str = "", kind: str = "auto") -> nn.Module:
     """Adapter from features of kind (or per-sample shape) ``src`` to the mix form of ``dst``.
 
     ``(C,) -> (C',)``: ``Linear`` (``auto``: identity when equal). ``(C, H, W) -> (C', H', W')``: 1x1 conv + BN when

@@ -65,7 +65,9 @@ def _flip_affine(degrees: float, scale: tuple[float, float]) -> Any:
     )
 
 
-def joint_flip_affine(images: Tensor, masks: Tensor, generator_seed: int, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1)) -> tuple[Tensor, Tensor]:
+def joint_flip_affine(
+    images: Tensor, masks: Tensor, generator_seed: int, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1)
+) -> tuple[Tensor, Tensor]:
     """Segmentation: the same random horizontal flip, rotation (±``degrees``) and scale per sample for image
     (bilinear) and mask (nearest: no new labels), with kornia's batched ``AugmentationSequential``, on the batch's
     device. kornia draws from the global RNG, so the draw is isolated in ``fork_rng`` and seeded by

@@ -11,7 +11,8 @@ batches are normalised float images.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -142,16 +143,16 @@ class ArrayDataset(Dataset):
 
 class ImageClassificationData(SplitData):
     """Args:
-        name: ``cifar10`` | ``fashion_mnist``.
-        root: dataset folder (see ``hkt.data.sources``); ``None`` uses the environment defaults.
-        val_size: validation images (from train, or from test when ``val_from == "test"``).
-        val_from: ``train`` | ``test``.
-        num_classes: classes of the child's head; ``None`` = the dataset's classes (10, or the class folders of
-            an ImageFolder tree). Never inferred from the labels: every split's labels are checked against it.
-        train_subset: use only this many training images (after carving validation), ``None`` = all.
-        test_subset: evaluate on only this many test images, ``None`` = all.
-        seed: seeds the splits.
-        train_seed: seeds the order and augmentation of training batches (set from the run's seed).
+    name: ``cifar10`` | ``fashion_mnist``.
+    root: dataset folder (see ``hkt.data.sources``); ``None`` uses the environment defaults.
+    val_size: validation images (from train, or from test when ``val_from == "test"``).
+    val_from: ``train`` | ``test``.
+    num_classes: classes of the child's head; ``None`` = the dataset's classes (10, or the class folders of
+        an ImageFolder tree). Never inferred from the labels: every split's labels are checked against it.
+    train_subset: use only this many training images (after carving validation), ``None`` = all.
+    test_subset: evaluate on only this many test images, ``None`` = all.
+    seed: seeds the splits.
+    train_seed: seeds the order and augmentation of training batches (set from the run's seed).
     """
 
     def __init__(

@@ -27,8 +27,18 @@ from hkt.data.sources import DatasetNotFoundError, data_root
 
 Item = tuple[Tensor, tuple[Tensor, Tensor]]
 TORCHVISION = {  # name: (torchvision class, folder under root, keyword arguments, where to get it)
-    "chairs": ("FlyingChairs", "FlyingChairs", {"split": "train"}, "https://lmb.informatik.uni-freiburg.de/resources/datasets/FlyingChairs.en.html"),
-    "things": ("FlyingThings3D", "FlyingThings3D", {"split": "train", "pass_name": "clean"}, "https://lmb.informatik.uni-freiburg.de/resources/datasets/SceneFlowDatasets.en.html"),
+    "chairs": (
+        "FlyingChairs",
+        "FlyingChairs",
+        {"split": "train"},
+        "https://lmb.informatik.uni-freiburg.de/resources/datasets/FlyingChairs.en.html",
+    ),
+    "things": (
+        "FlyingThings3D",
+        "FlyingThings3D",
+        {"split": "train", "pass_name": "clean"},
+        "https://lmb.informatik.uni-freiburg.de/resources/datasets/SceneFlowDatasets.en.html",
+    ),
     "sintel": ("Sintel", "Sintel", {"split": "train", "pass_name": "clean"}, "http://sintel.is.tue.mpg.de/"),
     "sintel_clean": ("Sintel", "Sintel", {"split": "train", "pass_name": "clean"}, "http://sintel.is.tue.mpg.de/"),
     "sintel_final": ("Sintel", "Sintel", {"split": "train", "pass_name": "final"}, "http://sintel.is.tue.mpg.de/"),
@@ -44,7 +54,9 @@ def _to_pair(im1: Any, im2: Any) -> Tensor:
         a = a[..., None].expand(*a.shape, 3) if a.dim() == 2 else a[..., :3]
         out.append(a.permute(2, 0, 1) / 127.5 - 1.0)
     if out[0].shape != out[1].shape:
-        raise ValueError(f"the two frames differ in size: {tuple(out[0].shape[1:])} vs {tuple(out[1].shape[1:])}; a flow pair needs equal sizes")
+        raise ValueError(
+            f"the two frames differ in size: {tuple(out[0].shape[1:])} vs {tuple(out[1].shape[1:])}; a flow pair needs equal sizes"
+        )
     return torch.stack(out)
 
 
@@ -69,9 +81,15 @@ def grove3(root: str | Path | None = None) -> Item:
     gt = base / "other-gt-flow" / "Grove3" / "flow10.flo"
     missing = [str(p) for p in (*frames, gt) if not p.is_file()]
     if missing:
-        raise DatasetNotFoundError(f"Grove3 files missing: {missing}; get other-gray-twoframes.zip and other-gt-flow.zip from https://vision.middlebury.edu/flow/data/ and unpack them into {base}")
+        raise DatasetNotFoundError(
+            f"Grove3 files missing: {missing}; get other-gray-twoframes.zip and other-gt-flow.zip from "
+            f"https://vision.middlebury.edu/flow/data/ and unpack them into {base}"
+        )
     flow, valid = read_flo(gt)
-    return _to_pair(Image.open(frames[0]).convert("L"), Image.open(frames[1]).convert("L")), (torch.from_numpy(flow), torch.from_numpy(valid))
+    return _to_pair(Image.open(frames[0]).convert("L"), Image.open(frames[1]).convert("L")), (
+        torch.from_numpy(flow),
+        torch.from_numpy(valid),
+    )
 
 
 def motorcycle(grey: bool = True) -> Item:
@@ -96,10 +114,14 @@ class TorchvisionFlow(Dataset):
 
         cls, folder, kwargs, url = TORCHVISION[name]
         if not (Path(root) / folder).is_dir():
-            raise DatasetNotFoundError(f"{name}: {Path(root) / folder} does not exist; download it from {url} and set data.root to the folder that holds {folder}/")
+            raise DatasetNotFoundError(
+                f"{name}: {Path(root) / folder} does not exist; download it from {url} and set data.root to the folder that holds {folder}/"
+            )
         self.data = getattr(torchvision.datasets, cls)(str(root), **kwargs)
         if len(self.data) == 0:
-            raise DatasetNotFoundError(f"{name}: no samples found under {Path(root) / folder}; check the layout torchvision.datasets.{cls} expects")
+            raise DatasetNotFoundError(
+                f"{name}: no samples found under {Path(root) / folder}; check the layout torchvision.datasets.{cls} expects"
+            )
         self.crop, self.seed = crop, seed
 
     def __len__(self) -> int:
@@ -134,15 +156,15 @@ class _Fixed(Dataset):
 
 class FlowData(SplitData):
     """Args:
-        train: ``synthetic`` | ``chairs`` | ``things`` | ``sintel`` | ``kitti``.
-        root: folder holding the torchvision datasets (``FlyingChairs/``, ``Sintel/`` …) and ``middlebury/``;
-            ``None`` = ``$HKT_DATA_DIR``.
-        train_size, val_size, test_size: synthetic pairs per split (seeded, disjoint seeds); for torchvision
-            sources ``val_size`` pairs are carved from the training split and the test split is the eval sets.
-        crop: ``[H, W]`` of synthetic pairs / training crops (RAFT needs >= 128 on each side).
-        eval_sets: ``{name: scale}`` evaluated at test time, each reported as ``test/<name>_<metric>``.
-        seed: seeds the synthetic validation / test pairs and the validation carve-out.
-        train_seed: seeds the synthetic training pairs, their order and crops (set from the run's seed).
+    train: ``synthetic`` | ``chairs`` | ``things`` | ``sintel`` | ``kitti``.
+    root: folder holding the torchvision datasets (``FlyingChairs/``, ``Sintel/`` …) and ``middlebury/``;
+        ``None`` = ``$HKT_DATA_DIR``.
+    train_size, val_size, test_size: synthetic pairs per split (seeded, disjoint seeds); for torchvision
+        sources ``val_size`` pairs are carved from the training split and the test split is the eval sets.
+    crop: ``[H, W]`` of synthetic pairs / training crops (RAFT needs >= 128 on each side).
+    eval_sets: ``{name: scale}`` evaluated at test time, each reported as ``test/<name>_<metric>``.
+    seed: seeds the synthetic validation / test pairs and the validation carve-out.
+    train_seed: seeds the synthetic training pairs, their order and crops (set from the run's seed).
     """
 
     def __init__(
@@ -199,13 +221,19 @@ class FlowData(SplitData):
         else:
             full = TorchvisionFlow(self.train, self._root(), self.crop, self.train_seed)
             order = np.random.default_rng(self.seed).permutation(len(full))
-            self.splits["train"], self.splits["val"] = Subset(full, order[self.val_size :].tolist()), Subset(full, order[: self.val_size].tolist())
+            self.splits["train"], self.splits["val"] = (
+                Subset(full, order[self.val_size :].tolist()),
+                Subset(full, order[: self.val_size].tolist()),
+            )
             tests = {}
         tests.update({name: self._eval_set(name) for name in self.eval_sets})
         for name, data in tests.items():
             h, w = data[0][0].shape[-2:]
             if min(h, w) < 128:
-                raise ValueError(f"evaluation set {name} at scale {self.eval_sets.get(name, 1.0)} is {w}x{h}; RAFT needs at least 128 pixels per side: raise data.eval_sets.{name}")
+                raise ValueError(
+                    f"evaluation set {name} at scale {self.eval_sets.get(name, 1.0)} is {w}x{h}; RAFT needs at least 128 pixels "
+                    f"per side: raise data.eval_sets.{name}"
+                )
         for split, data in (("train", self.splits["train"]), ("val", self.splits["val"]), *tests.items()):
             if len(data) == 0:
                 raise ValueError(f"the {split} split is empty; raise data.train_size / val_size / test_size")
@@ -217,8 +245,14 @@ class FlowData(SplitData):
     def describe(self) -> dict[str, Any]:
         self.setup()
         return {
-            "train": self.train, "crop": list(self.crop), "sizes": {"train": len(self.splits["train"]), "val": len(self.splits["val"]),
-            **{f"test/{k}": len(v) for k, v in self.tests.items()}}, "eval_scales": self.eval_sets,
+            "train": self.train,
+            "crop": list(self.crop),
+            "sizes": {
+                "train": len(self.splits["train"]),
+                "val": len(self.splits["val"]),
+                **{f"test/{k}": len(v) for k, v in self.tests.items()},
+            },
+            "eval_scales": self.eval_sets,
         }
 
     def test_dataloader(self) -> list[DataLoader]:

@@ -24,7 +24,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-SKIMAGE_TEXTURES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "coins", "moon", "clock", "immunohistochemistry")
+SKIMAGE_TEXTURES = (
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
+    "moon",
+    "clock",
+    "immunohistochemistry",
+)
 HELD_OUT = ("Grove2", "Grove3")
 
 
@@ -83,8 +96,15 @@ class SyntheticFlow(Dataset):
     """
 
     def __init__(
-        self, size: int, shape: tuple[int, int] = (128, 128), seed: tuple[int, ...] = (0,), middlebury_root: str | None = None,
-        layers: tuple[int, int] = (2, 5), max_shift: float = 12.0, max_rotation: float = 10.0, max_zoom: float = 0.1,
+        self,
+        size: int,
+        shape: tuple[int, int] = (128, 128),
+        seed: tuple[int, ...] = (0,),
+        middlebury_root: str | None = None,
+        layers: tuple[int, int] = (2, 5),
+        max_shift: float = 12.0,
+        max_rotation: float = 10.0,
+        max_zoom: float = 0.1,
     ) -> None:
         self.size, self.shape, self.seed = size, tuple(shape), tuple(seed)
         self.middlebury_root = middlebury_root
@@ -110,7 +130,9 @@ class SyntheticFlow(Dataset):
             tex = bank[int(rng.integers(len(bank)))]
             ht, wt = tex.shape[-2:]
             fg = layer > 0
-            shift, rot, zoom = (self.max_shift, self.max_rotation, self.max_zoom) if fg else (self.max_shift / 4, self.max_rotation / 4, self.max_zoom / 2)
+            shift, rot, zoom = (
+                (self.max_shift, self.max_rotation, self.max_zoom) if fg else (self.max_shift / 4, self.max_rotation / 4, self.max_zoom / 2)
+            )
             c_img = rng.uniform([0, 0], [w, h]) if fg else np.array([w / 2, h / 2])
             c_tex = rng.uniform([0.3 * wt, 0.3 * ht], [0.7 * wt, 0.7 * ht])
             angle, scale = math.radians(rng.uniform(-30, 30) if fg else 0.0), rng.uniform(0.7, 1.3) if fg else rng.uniform(1.1, 1.4)

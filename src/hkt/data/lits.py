@@ -68,7 +68,10 @@ def read_case(volume: Path, segmentation: Path, num_classes: int = len(CLASSES),
     (2, the last NIfTI axis, is axial in LiTS). Checks shapes and labels, naming the file at fault."""
     hu, labels = _load(volume, np.int16), _load(segmentation, np.int16)
     if hu.shape != labels.shape:
-        raise ValueError(f"image/mask shape mismatch: {volume} is {hu.shape} but {segmentation} is {labels.shape}; pair each volume-N with its own segmentation-N")
+        raise ValueError(
+            f"image/mask shape mismatch: {volume} is {hu.shape} but {segmentation} is {labels.shape}; pair each volume-N with "
+            f"its own segmentation-N"
+        )
     if hu.ndim != 3:
         raise ValueError(f"{volume} has {hu.ndim} dimensions; a LiTS volume is 3-D")
     found = np.unique(labels)

@@ -34,8 +34,12 @@ class SliceDataset(Dataset):
     """
 
     def __init__(
-        self, cases: list[tuple[np.ndarray, np.ndarray]], index: list[tuple[int, int]], window: tuple[float, float],
-        context: int, size: int | None,
+        self,
+        cases: list[tuple[np.ndarray, np.ndarray]],
+        index: list[tuple[int, int]],
+        window: tuple[float, float],
+        context: int,
+        size: int | None,
     ) -> None:
         self.cases, self.index, self.window, self.context, self.size = cases, index, window, context, size
 
@@ -62,19 +66,19 @@ class SliceDataset(Dataset):
 
 class SegmentationData(SplitData):
     """Args:
-        name: ``lits`` (the only layout so far).
-        root: folder with ``volume-N.nii[.gz]`` / ``segmentation-N.nii[.gz]``; ``None`` = ``$HKT_DATA_DIR/lits-sample``.
-        axis: the volume axis that indexes axial slices: 2 in the LiTS release (``(512, 512, D)`` volumes); the
-            offline sample (converted from another format) is stored with its axial axis first, ``axis: 0``.
-        window: HU window ``[lo, hi]`` mapped to ``[-1, 1]``.
-        context: neighbouring slices on each side given as extra channels (0 = 2-D, 1 = 2.5-D with 3 channels).
-        size: resize slices to ``size x size`` (``None`` = keep; LiTS slices are 512 x 512).
-        split: ``auto`` (``patients`` when there are >= 3 cases, else ``slices``), ``patients`` or ``slices``.
-        fractions: train / validation / test shares (of cases, or of each case's slices).
-        gap: slices left out between slice blocks (must be >= ``context`` so no input reads another split's slices).
-        augment: random flip, rotation (±10°) and scale (0.9–1.1), applied to image and mask together.
-        seed: seeds the patient split.
-        train_seed: seeds batch order and augmentation (set from the run's seed).
+    name: ``lits`` (the only layout so far).
+    root: folder with ``volume-N.nii[.gz]`` / ``segmentation-N.nii[.gz]``; ``None`` = ``$HKT_DATA_DIR/lits-sample``.
+    axis: the volume axis that indexes axial slices: 2 in the LiTS release (``(512, 512, D)`` volumes); the
+        offline sample (converted from another format) is stored with its axial axis first, ``axis: 0``.
+    window: HU window ``[lo, hi]`` mapped to ``[-1, 1]``.
+    context: neighbouring slices on each side given as extra channels (0 = 2-D, 1 = 2.5-D with 3 channels).
+    size: resize slices to ``size x size`` (``None`` = keep; LiTS slices are 512 x 512).
+    split: ``auto`` (``patients`` when there are >= 3 cases, else ``slices``), ``patients`` or ``slices``.
+    fractions: train / validation / test shares (of cases, or of each case's slices).
+    gap: slices left out between slice blocks (must be >= ``context`` so no input reads another split's slices).
+    augment: random flip, rotation (±10°) and scale (0.9–1.1), applied to image and mask together.
+    seed: seeds the patient split.
+    train_seed: seeds batch order and augmentation (set from the run's seed).
     """
 
     def __init__(
@@ -105,7 +109,9 @@ class SegmentationData(SplitData):
         if not lo < hi:
             raise ValueError(f"data.window must be [lo, hi] with lo < hi (HU), got {window}")
         if context < 0 or gap < context:
-            raise ValueError(f"data.gap ({gap}) must be >= data.context ({context}) >= 0, or 2.5-D inputs would read slices of another split")
+            raise ValueError(
+                f"data.gap ({gap}) must be >= data.context ({context}) >= 0, or 2.5-D inputs would read slices of another split"
+            )
         if axis not in (0, 1, 2):
             raise ValueError(f"data.axis must be 0, 1 or 2 (the volume axis of axial slices), got {axis!r}")
         self.name, self.root, self.axis, self.window, self.context, self.size = name, root, axis, (float(lo), float(hi)), context, size
@@ -151,7 +157,10 @@ class SegmentationData(SplitData):
                 self._layout[f"case {found[c][0]}"] = {k: [a, b] for k, (a, b) in blocks.items()}
         for split, idx in index.items():
             if not idx:
-                raise ValueError(f"the {split} split is empty ({mode} split of {len(cases)} case(s) in {self._root()}); add cases or change data.fractions / data.gap")
+                raise ValueError(
+                    f"the {split} split is empty ({mode} split of {len(cases)} case(s) in {self._root()}); add cases or change "
+                    f"data.fractions / data.gap"
+                )
         self._mode = mode
         self.splits = {split: SliceDataset(cases, idx, self.window, self.context, self.size) for split, idx in index.items()}
 
@@ -175,6 +184,12 @@ class SegmentationData(SplitData):
         """Sizes and provenance of the splits, recorded with every result."""
         self.setup()
         return {
-            "dataset": self.name, "root": self._root(), "axis": self.axis, "split": self._mode, "layout": self._layout,
-            "sizes": {k: len(v) for k, v in self.splits.items()}, "window": self.window, "context": self.context,
+            "dataset": self.name,
+            "root": self._root(),
+            "axis": self.axis,
+            "split": self._mode,
+            "layout": self._layout,
+            "sizes": {k: len(v) for k, v in self.splits.items()},
+            "window": self.window,
+            "context": self.context,
         }

@@ -203,7 +203,9 @@ def _fashion_idx(files: list[Path]) -> tuple[np.ndarray, ...]:
     with _scratch() as tmp:
         for f, name in zip(files, FASHION_FILES):
             raw = Path(tmp) / name
-            with (gzip.open(f) if f.suffix == ".gz" else open(f, "rb")) as fin, open(raw, "wb") as fout:
+            with gzip.open(f) if f.suffix == ".gz" else open(f, "rb") as fin, open(raw, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
-            out.append(read_label_file(str(raw)).numpy().astype(np.int64) if "labels" in name else read_image_file(str(raw)).numpy()[..., None])
+            out.append(
+                read_label_file(str(raw)).numpy().astype(np.int64) if "labels" in name else read_image_file(str(raw)).numpy()[..., None]
+            )
     return tuple(out)

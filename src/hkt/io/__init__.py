@@ -7,6 +7,14 @@ from hkt.io.lock import RunLock, RunLockedError
 from hkt.io.safe_load import UnreadableFileError, load_safetensors, load_torch
 
 __all__ = [
-    "RunLock", "RunLockedError", "UnreadableFileError", "load_safetensors", "load_torch", "publish", "save_array",
-    "savefig", "write_atomic", "write_with",
+    "RunLock",
+    "RunLockedError",
+    "UnreadableFileError",
+    "load_safetensors",
+    "load_torch",
+    "publish",
+    "save_array",
+    "savefig",
+    "write_atomic",
+    "write_with",
 ]

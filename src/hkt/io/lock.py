@@ -53,7 +53,7 @@ class RunLock:
         except (OSError, ValueError):
             return None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if is_secondary_rank():
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:

@@ -7,8 +7,9 @@ from typing import Any
 from torch import nn
 
 from hkt.core.outputs import check_logits
+from hkt.losses import kd_loss
 from hkt.methods.at import AT
-from hkt.methods.base import Method, kd_loss
+from hkt.methods.base import Method
 from hkt.methods.ce import CE
 from hkt.methods.dist import DIST
 from hkt.methods.dkd import DKD
@@ -18,7 +19,14 @@ from hkt.methods.kd import KD
 from hkt.methods.reviewkd import ReviewKD
 
 METHODS: dict[str, type[Method]] = {
-    "ce": CE, "kd": KD, "dkd": DKD, "dist": DIST, "fitnet": FitNet, "at": AT, "reviewkd": ReviewKD, "hkt": HKT,
+    "ce": CE,
+    "kd": KD,
+    "dkd": DKD,
+    "dist": DIST,
+    "fitnet": FitNet,
+    "at": AT,
+    "reviewkd": ReviewKD,
+    "hkt": HKT,
 }
 LOGIT_METHODS = ("dkd", "dist")  # need class logits (classification, segmentation), not regression outputs
 
@@ -26,9 +34,7 @@ LOGIT_METHODS = ("dkd", "dist")  # need class logits (classification, segmentati
 INTERNAL = ("self", "child", "parent", "example_input", "task_loss", "distill_loss")  # set by the run, not by configs
 
 
-def build_method(
-    name: str, child: nn.Module, parent: nn.Module | None, example_input: Any, task: Any = None, **options: Any
-) -> Method:
+def build_method(name: str, child: nn.Module, parent: nn.Module | None, example_input: Any, task: Any = None, **options: Any) -> Method:
     """Build a method by name; ``options`` are its keyword arguments (validated against its signature).
     ``task`` (a ``hkt.tasks.Task``) supplies the task loss and, to methods with a KD term, the distillation loss."""
     import inspect

@@ -33,10 +33,14 @@ def at_loss(child: Tensor, parent: Tensor) -> Tensor:
 
 
 class AT(Method):
-    """``example_input`` (given by ``build_method``) reads each gene's kind, so that tokens (on their patch grid,
-    without prefix tokens) and NHWC maps are attention maps too; without it every gene must be an NCHW map."""
+    """Attention transfer between spatial attention maps.
 
-    uses_hooks = True  # Extraction / Mixture hooks per step
+    Args:
+        genes: the ``parent[:child]`` genes whose maps are compared (maps, not vectors).
+        beta: weight of the summed attention losses (1000).
+        example_input: (given by ``build_method``) reads each gene's kind, so that tokens (on their patch grid,
+            without prefix tokens) and NHWC maps are attention maps too; without it every gene must be an NCHW map.
+    """
 
     def __init__(
         self,

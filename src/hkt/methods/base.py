@@ -9,7 +9,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from hkt.core.extract import extracting
 from hkt.core.gene import Gene
-from hkt.core.parent_cache import sync_device
 from hkt.core.outputs import drop_logits_hook, read_logits
+from hkt.core.parent_cache import sync_device
 
 TaskLoss = Callable[[Any, Any], Tensor]
 DistillLoss = Callable[[Any, Any, float], Tensor]  # (child output, parent output, temperature) -> scalar
@@ -28,7 +28,9 @@ class Method(nn.Module):
     """Holds ``child`` (trained, deployed) and optionally ``parent`` (frozen, discarded after training).
 
     ``genes``: the (parent, child) blocks a feature method reads or mixes (empty for logit methods).
-    ``uses_hooks``: the method registers forward hooks during each step (so ``torch.compile`` cannot capture it).
+    ``needs_parent`` / ``needs_logits``: what the method needs to be built (a parent; class logits, not regression).
+    ``uses_hooks`` (derived from ``genes``): the method reads genes through forward hooks during each step, so
+    ``torch.compile`` cannot capture it.
 
     A Hugging Face model (whose forward returns a ``ModelOutput``) is read through its ``.logits``; another element
     is chosen with ``hkt.core.outputs.read_logits(model, element)`` before the method is built (configs:
@@ -41,7 +43,8 @@ class Method(nn.Module):
     """
 
     genes: list = []
-    uses_hooks: bool = False
+    needs_parent: bool = True  # False for methods that train the child alone (``ce``)
+    needs_logits: bool = False  # True for methods defined on class logits only (``dkd``, ``dist``): not for regression
     parent_cache: Any = None  # a hkt.core.parent_cache.ParentCache, attached by the training run (config parent_cache)
 
     def __init__(self, child: nn.Module, parent: nn.Module | None = None, task_loss: TaskLoss = F.cross_entropy) -> None:
@@ -53,11 +56,15 @@ class Method(nn.Module):
             parent.requires_grad_(False)
             parent.eval()
 
-    def train(self, mode: bool = True) -> "Method":
+    def train(self, mode: bool = True) -> Method:
         super().train(mode)
         if self.parent is not None:
             self.parent.eval()  # BatchNorm statistics of the parent never drift
         return self
+
+    @property
+    def uses_hooks(self) -> bool:
+        return bool(self.genes)
 
     def forward(self, x: Any) -> Any:
         """Inference: the child alone."""
@@ -118,25 +125,12 @@ class Method(nn.Module):
         return child
 
 
-def kd_loss(student: Tensor, teacher: Tensor, temperature: float = 4.0) -> Tensor:
-    """Hinton KD: ``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` over the class dimension 1, mean
-    over everything else: per sample for logits ``(B, K)``, per pixel for dense logits ``(B, K, H, W)``."""
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="none", log_target=True)
-    return kl.sum(1).mean() * t * t
-
-
-def standardize(logits: Tensor) -> Tensor:
-    """Logit standardisation (Sun et al., CVPR 2024): z-score over the class dimension 1, before the temperature,
-    as their ``normalize`` (unbiased std, ``1e-7`` added to it). ``(B, K)`` or ``(B, K, H, W)``."""
-    return (logits - logits.mean(1, keepdim=True)) / (1e-7 + logits.std(1, keepdim=True))
-
-
 LS_SOURCE = "Sun et al., CVPR 2024; sunshangquan/logit-standardization-KD README: --logit-stand --base-temp 2 --kd-weight 9"
 
 
-def logit_recipe(method: str, enabled: bool, given: dict[str, float | None], plain: dict[str, float],
-                 recipe: dict[str, float]) -> dict[str, float]:
+def logit_recipe(
+    method: str, enabled: bool, given: dict[str, float | None], plain: dict[str, float], recipe: dict[str, float]
+) -> dict[str, float]:
     """Each option of ``given`` the user left at ``None`` takes its ``plain`` default, or with logit standardisation
     (``enabled``) the authors' recipe (T 2, KD weight 9, CE 0.1 for KD; DKD's alpha, beta x 9); the values used with
     standardisation are logged."""
@@ -147,21 +141,6 @@ def logit_recipe(method: str, enabled: bool, given: dict[str, float | None], pla
     return values
 
 
-def standardized(enabled: bool, *logits: Tensor) -> tuple[Tensor, ...]:
-    """``logits`` z-scored by ``standardize`` when ``enabled`` (the ``logit_standardize`` option), else as given."""
-    return tuple(standardize(z) for z in logits) if enabled else logits
-
-
-def as_rows(logits: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-    """Dense logits ``(B, K, H, W)`` as ``(B*H*W, K)`` rows (and targets ``(B, H, W)`` as ``(B*H*W,)``), so a
-    per-sample logit loss applies per pixel; ``(B, K)`` unchanged."""
-    if logits.dim() == 2:
-        return logits, target
-    k = logits.shape[1]
-    rows = logits.movedim(1, -1).reshape(-1, k)
-    return rows, (target.reshape(-1) if target is not None else None)
-
-
 def warmup_factor(warmup: float, unit: str, step: int, epoch: int) -> float:
     """The distillation weight's linear warm-up of DKD and ReviewKD: ``min(e / warmup, 1)`` with ``e`` the
     1-based epoch (the authors' code) or the 1-based step; 1 when ``warmup`` is 0."""
@@ -170,4 +149,23 @@ def warmup_factor(warmup: float, unit: str, step: int, epoch: int) -> float:
     return min(((epoch if unit == "epochs" else step) + 1) / warmup, 1.0)
 
 
-WARMUP_UNITS = ("epochs", "steps")
+WarmupUnit = Literal["epochs", "steps"]
+
+
+class WarmedUp:
+    """Mixin of DKD and ReviewKD: their distillation weight's linear warm-up. ``self.warm`` is
+    :func:`warmup_factor` at the current step (set by ``on_train_step``), logged as ``warmup/<warm_name>``."""
+
+    warmup: float
+    warmup_unit: WarmupUnit
+    warm_name: str
+
+    @property
+    def warm(self) -> float:
+        return getattr(self, "_warm", warmup_factor(self.warmup, self.warmup_unit, 0, 0))
+
+    def on_train_step(self, step: int, total_steps: int, epoch: int) -> None:
+        self._warm = warmup_factor(self.warmup, self.warmup_unit, step, epoch)
+
+    def log_values(self) -> dict[str, Tensor]:
+        return {f"warmup/{self.warm_name}": torch.tensor(self.warm)}

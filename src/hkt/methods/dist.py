@@ -17,7 +17,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.methods.base import Method, TaskLoss, as_rows
+from hkt.losses import as_rows
+from hkt.methods.base import Method, TaskLoss
 
 
 def pearson(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -36,6 +37,18 @@ def dist_loss(student: Tensor, teacher: Tensor, beta: float = 1.0, gamma: float 
 
 
 class DIST(Method):
+    """DIST's inter- and intra-class relations of softened predictions (formula and sources: module docstring).
+
+    Args:
+        beta: weight of the inter-class relation.
+        gamma: weight of the intra-class relation.
+        temperature: T.
+        task_weight: weight of the task loss.
+        dist_weight: overall weight of the DIST term (the authors' ``kd_loss_weight``, 2).
+    """
+
+    needs_logits = True
+
     def __init__(
         self,
         child: nn.Module,

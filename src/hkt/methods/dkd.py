@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.methods.base import WARMUP_UNITS, Method, TaskLoss, as_rows, logit_recipe, standardized, warmup_factor
+from hkt.losses import as_rows, standardized
+from hkt.methods.base import Method, TaskLoss, WarmedUp, WarmupUnit, logit_recipe
 
 
 def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 2.0, temperature: float = 4.0) -> Tensor:
@@ -39,13 +40,31 @@ def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor, alpha: float = 1.
     b_s = torch.stack([(p_s * gt).sum(1), (p_s * ~gt).sum(1)], 1)
     b_t = torch.stack([(p_t * gt).sum(1), (p_t * ~gt).sum(1)], 1)
     tckd = F.kl_div(torch.log(b_s), b_t, reduction="sum") * t * t / student.shape[0]
-    nckd = F.kl_div(
-        F.log_softmax(student / t - 1000.0 * gt, 1), F.softmax(teacher / t - 1000.0 * gt, 1), reduction="sum"
-    ) * t * t / student.shape[0]
+    nckd = (
+        F.kl_div(F.log_softmax(student / t - 1000.0 * gt, 1), F.softmax(teacher / t - 1000.0 * gt, 1), reduction="sum")
+        * t
+        * t
+        / student.shape[0]
+    )
     return alpha * tckd + beta * nckd
 
 
-class DKD(Method):
+class DKD(WarmedUp, Method):
+    """Decoupled KD (the module docstring gives the formula, the per-pair beta table and the sources).
+
+    Args:
+        alpha: TCKD weight (default 1; 9 with ``logit_standardize``).
+        beta: NCKD weight (default 2, the res56 -> res20 pair; 18 with ``logit_standardize``).
+        temperature: T (default 4; 2 with ``logit_standardize``).
+        task_weight: weight of the task loss.
+        warmup: length of the linear warm-up of the distillation terms, in ``warmup_unit`` (20 epochs of 240).
+        warmup_unit: ``epochs`` (the authors') or ``steps``.
+        logit_standardize: z-score the logits before the temperature.
+    """
+
+    needs_logits = True
+    warm_name = "dkd"
+
     def __init__(
         self,
         child: nn.Module,
@@ -55,23 +74,20 @@ class DKD(Method):
         temperature: float | None = None,
         task_weight: float = 1.0,
         warmup: float = 20.0,
-        warmup_unit: str = "epochs",
+        warmup_unit: WarmupUnit = "epochs",
         logit_standardize: bool = False,
         task_loss: TaskLoss = F.cross_entropy,
     ) -> None:
         super().__init__(child, parent, task_loss)
-        if warmup_unit not in WARMUP_UNITS:
-            raise ValueError(f"method.warmup_unit must be one of {', '.join(WARMUP_UNITS)}, got {warmup_unit!r}")
         v = logit_recipe(
-            "dkd", logit_standardize, {"alpha": alpha, "beta": beta, "temperature": temperature},
-            plain={"alpha": 1.0, "beta": 2.0, "temperature": 4.0}, recipe={"alpha": 9.0, "beta": 18.0, "temperature": 2.0},
+            "dkd",
+            logit_standardize,
+            {"alpha": alpha, "beta": beta, "temperature": temperature},
+            plain={"alpha": 1.0, "beta": 2.0, "temperature": 4.0},
+            recipe={"alpha": 9.0, "beta": 18.0, "temperature": 2.0},
         )
         self.alpha, self.beta, self.temperature, self.task_weight = v["alpha"], v["beta"], v["temperature"], task_weight
         self.warmup, self.warmup_unit, self.logit_standardize = warmup, warmup_unit, logit_standardize
-        self._w = warmup_factor(warmup, warmup_unit, 0, 0)
-
-    def on_train_step(self, step: int, total_steps: int, epoch: int) -> None:
-        self._w = warmup_factor(self.warmup, self.warmup_unit, step, epoch)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         teacher, _ = self.read_parent(x)
@@ -80,8 +96,5 @@ class DKD(Method):
         (s, target), (t, _) = as_rows(s, y), as_rows(t)
         return out, {
             "task": self.task_weight * self.task_loss(out, y),
-            "dkd": self._w * dkd_loss(s, t, target, self.alpha, self.beta, self.temperature),
+            "dkd": self.warm * dkd_loss(s, t, target, self.alpha, self.beta, self.temperature),
         }
-
-    def log_values(self) -> dict[str, Tensor]:
-        return {"warmup/dkd": torch.tensor(self._w)}

@@ -17,7 +17,12 @@ from hkt.methods.base import Method, TaskLoss
 
 
 class FitNet(Method):
-    uses_hooks = True  # Extraction / Mixture hooks per step
+    """FitNets' hint, trained in one stage with the task loss.
+
+    Args:
+        genes: exactly one ``parent[:child]`` gene, the hint.
+        hint_weight: weight of the MSE between the regressed child feature and the parent's (100).
+    """
 
     def __init__(
         self,
@@ -46,7 +51,5 @@ class FitNet(Method):
         _, pf = self.read_parent(x, self.genes)
         with extracting(self.child, self.genes, "child") as cf:
             out = self.child(x)
-        hint = F.mse_loss(
-            self.regressor(self.child_kind.as_map(cf[self.gene.child])), self.parent_kind.as_map(pf[self.gene.parent])
-        )
+        hint = F.mse_loss(self.regressor(self.child_kind.as_map(cf[self.gene.child])), self.parent_kind.as_map(pf[self.gene.parent]))
         return out, {"task": self.task_loss(out, y), "hint": self.hint_weight * hint}

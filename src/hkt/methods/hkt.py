@@ -10,38 +10,40 @@ With one gene at the pooled feature and gated GA this is the reference code's ob
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hkt.core.gene import parse_genes
+from hkt.core.genetic_attention import Attention
 from hkt.core.inheritance import Inheritance
 from hkt.core.replay import plan_replay, rehearse, replaying
-from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, logit_recipe, standardized
+from hkt.core.transfer import Adapter
+from hkt.losses import kd_loss, standardized
+from hkt.methods.base import DistillLoss, Method, TaskLoss, logit_recipe
 
-LAM_SCHEDULES = ("constant", "linear", "cosine")
+LamSchedule = Literal["constant", "linear", "cosine"]
 
 
 class HKT(Method):
     """Args:
-        genes: module paths (``"avgpool"``, ``"layer1:layer1"``, ``{parent: ..., child: ...}``).
-        example_input: one batch for the dry run that sizes the adapters.
-        attention: GA variant, ``gated`` | ``static`` | ``learned`` | ``dot`` | ``lepoket`` (the follow-up's
-            learnable GA; ``lam`` is its λ's initial value).
-        lam_schedule, lam_final: move the inheritance rate from ``lam`` to ``lam_final`` over training, per step
-            (``linear`` or ``cosine``; ``constant`` = off): every gate is scaled by ``lam(t) / lam``.
-        logit_standardize: z-score the logits before the temperature in the KD term (Sun et al., CVPR 2024); the KD
-            options left unset then take the authors' recipe, T 2 and KD weight 9 (so the switch alone turns the KD
-            term on); the values used are logged.
-        adapter: Transfer, ``auto`` (identity where parent and child shapes agree, the reference) or ``learned``
-            (always a trainable adapter, identity at step 0: channel k of the parent need not mean channel k of
-            the child).
-        w_child, w_inherit, w_parent: weights of the three task-loss terms (reference: 1, 1, 1).
-        kd_weight, temperature: optional Hinton KD term on the child's logits (default 0 = off, T 4).
+    genes: module paths (``"avgpool"``, ``"layer1:layer1"``, ``{parent: ..., child: ...}``).
+    example_input: one batch for the dry run that sizes the adapters.
+    attention: GA variant, ``gated`` | ``static`` | ``learned`` | ``lepoket`` (the follow-up's
+        learnable GA; ``lam`` is its λ's initial value).
+    lam_schedule, lam_final: move the inheritance rate from ``lam`` to ``lam_final`` over training, per step
+        (``linear`` or ``cosine``; ``constant`` = off): every gate is scaled by ``lam(t) / lam``.
+    logit_standardize: z-score the logits before the temperature in the KD term (Sun et al., CVPR 2024); the KD
+        options left unset then take the authors' recipe, T 2 and KD weight 9 (so the switch alone turns the KD
+        term on); the values used are logged.
+    adapter: Transfer, ``auto`` (identity where parent and child shapes agree, the reference) or ``learned``
+        (always a trainable adapter, identity at step 0: channel k of the parent need not mean channel k of
+        the child).
+    w_child, w_inherit, w_parent: weights of the three task-loss terms (reference: 1, 1, 1).
+    kd_weight, temperature: optional Hinton KD term on the child's logits (default 0 = off, T 4).
     """
-    uses_hooks = True  # Extraction / Mixture hooks per step
 
     def __init__(
         self,
@@ -49,7 +51,7 @@ class HKT(Method):
         parent: nn.Module,
         genes: Any,
         example_input: Any,
-        attention: str = "gated",
+        attention: Attention = "gated",
         lam: float = 0.6,
         parent_weight: float = 0.7,
         w_child: float = 1.0,
@@ -57,16 +59,14 @@ class HKT(Method):
         w_parent: float = 1.0,
         kd_weight: float | None = None,
         temperature: float | None = None,
-        adapter: str = "auto",
-        lam_schedule: str = "constant",
+        adapter: Adapter = "auto",
+        lam_schedule: LamSchedule = "constant",
         lam_final: float | None = None,
         logit_standardize: bool = False,
         task_loss: TaskLoss = F.cross_entropy,
         distill_loss: DistillLoss = kd_loss,
     ) -> None:
         super().__init__(child, parent, task_loss)
-        if lam_schedule not in LAM_SCHEDULES:
-            raise ValueError(f"method.lam_schedule must be one of {', '.join(LAM_SCHEDULES)}, got {lam_schedule!r}")
         if lam_schedule != "constant" and (lam_final is None or lam == 0):
             raise ValueError(
                 f"method.lam_schedule: {lam_schedule} moves the inheritance rate from lam to lam_final: set method.lam_final "
@@ -76,12 +76,26 @@ class HKT(Method):
         self.logit_standardize = logit_standardize
         self.distill_loss = distill_loss
         self.w_child, self.w_inherit, self.w_parent = w_child, w_inherit, w_parent
-        v = logit_recipe("hkt", logit_standardize, {"kd_weight": kd_weight, "temperature": temperature},
-                         plain={"kd_weight": 0.0, "temperature": 4.0}, recipe={"kd_weight": 9.0, "temperature": 2.0})
+        v = logit_recipe(
+            "hkt",
+            logit_standardize,
+            {"kd_weight": kd_weight, "temperature": temperature},
+            plain={"kd_weight": 0.0, "temperature": 4.0},
+            recipe={"kd_weight": 9.0, "temperature": 2.0},
+        )
         self.kd_weight, self.temperature = kd_weight, temperature = v["kd_weight"], v["temperature"]
         self.inheritance = Inheritance(
-            parent, child, parse_genes(genes), example_input, attention, lam, parent_weight,
-            native=w_child > 0 or kd_weight > 0, reverse=w_parent > 0, parent_own=kd_weight > 0, adapter=adapter,
+            parent,
+            child,
+            parse_genes(genes),
+            example_input,
+            attention,
+            lam,
+            parent_weight,
+            native=w_child > 0 or kd_weight > 0,
+            reverse=w_parent > 0,
+            parent_own=kd_weight > 0,
+            adapter=adapter,
         )
         self.genes = self.inheritance.genes
         self._replay = None  # set by parent_cache_plan
@@ -96,8 +110,7 @@ class HKT(Method):
             return plan
         _, genes = self.read_parent(example, self.genes)  # what a cache holds: the parent's plain forward
         with self.inheritance.rehearsal(self.child):
-            reason = rehearse(plan, self.parent, lambda: self.inheritance(self.parent, self.child, example), genes,
-                              example.shape[0])
+            reason = rehearse(plan, self.parent, lambda: self.inheritance(self.parent, self.child, example), genes, example.shape[0])
         if reason is None:
             self._replay = plan
         return reason

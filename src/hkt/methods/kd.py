@@ -17,10 +17,20 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hkt.methods.base import DistillLoss, Method, TaskLoss, kd_loss, logit_recipe, standardized
+from hkt.losses import kd_loss, standardized
+from hkt.methods.base import DistillLoss, Method, TaskLoss, logit_recipe
 
 
 class KD(Method):
+    """Hinton KD on logits (the module docstring gives the formula and the sources of the defaults).
+
+    Args:
+        temperature: T (default 4; 2 with ``logit_standardize``).
+        kd_weight: weight of the KD term (default 1; 9 with ``logit_standardize``).
+        task_weight: weight of the task loss (default 1; 0.1 with ``logit_standardize``).
+        logit_standardize: z-score both logits before the temperature (Sun et al., CVPR 2024).
+    """
+
     def __init__(
         self,
         child: nn.Module,
@@ -34,7 +44,9 @@ class KD(Method):
     ) -> None:
         super().__init__(child, parent, task_loss)
         v = logit_recipe(
-            "kd", logit_standardize, {"temperature": temperature, "kd_weight": kd_weight, "task_weight": task_weight},
+            "kd",
+            logit_standardize,
+            {"temperature": temperature, "kd_weight": kd_weight, "task_weight": task_weight},
             plain={"temperature": 4.0, "kd_weight": 1.0, "task_weight": 1.0},
             recipe={"temperature": 2.0, "kd_weight": 9.0, "task_weight": 0.1},
         )

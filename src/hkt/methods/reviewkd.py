@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from hkt.core.extract import ACTIVATIONS, PREACT, dry_run, extracting
 from hkt.core.gene import Gene, parse_genes
 from hkt.core.paths import module_at
-from hkt.methods.base import WARMUP_UNITS, Method, TaskLoss, warmup_factor
+from hkt.methods.base import Method, TaskLoss, WarmedUp, WarmupUnit
 
 
 def hcl_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
@@ -98,8 +98,19 @@ def _pairs(genes: Any) -> list[Gene]:
     return parse_genes(genes)
 
 
-class ReviewKD(Method):
-    uses_hooks = True  # Extraction / Mixture hooks per step
+class ReviewKD(WarmedUp, Method):
+    """Knowledge review: ABF fusion of the child's genes from the deepest down, HCL against the parent's.
+
+    Args:
+        genes: the ``parent[:child]`` genes, shallow to deep (or ``{parent: [...], child: [...]}``).
+        reviewkd_weight: weight of the summed HCL terms (5.0, mdistiller's CIFAR config).
+        task_weight: weight of the task loss.
+        warmup: length of the linear warm-up of the review term, in ``warmup_unit`` (20 epochs).
+        warmup_unit: ``epochs`` or ``steps``.
+        preact: read the parent's genes before their last activation, as the authors do.
+    """
+
+    warm_name = "reviewkd"
 
     def __init__(
         self,
@@ -110,13 +121,11 @@ class ReviewKD(Method):
         reviewkd_weight: float = 5.0,
         task_weight: float = 1.0,
         warmup: float = 20.0,
-        warmup_unit: str = "epochs",
+        warmup_unit: WarmupUnit = "epochs",
         preact: bool = True,
         task_loss: TaskLoss = F.cross_entropy,
     ) -> None:
         super().__init__(child, parent, task_loss)
-        if warmup_unit not in WARMUP_UNITS:
-            raise ValueError(f"method.warmup_unit must be one of {', '.join(WARMUP_UNITS)}, got {warmup_unit!r}")
         self.genes = _pairs(genes)
         if preact:
             self.genes = [_preact(g, parent) for g in self.genes]
@@ -131,17 +140,11 @@ class ReviewKD(Method):
                 raise ValueError(f"reviewkd gene {g.name!r}: needs feature maps or vectors, got shapes {c} and {p}")
         mid = min(512, c_shapes[-1][0])
         # built deepest first, as the review runs; the deepest block has nothing to fuse with
-        self.abfs = nn.ModuleList(
-            ABF(c[0], mid, p[0], fuse=i > 0) for i, (c, p) in enumerate(zip(reversed(c_shapes), reversed(p_shapes)))
-        )
+        self.abfs = nn.ModuleList(ABF(c[0], mid, p[0], fuse=i > 0) for i, (c, p) in enumerate(zip(reversed(c_shapes), reversed(p_shapes))))
         self.out_sizes = [p[1:] for p in reversed(p_shapes)]
-        self._w = warmup_factor(warmup, warmup_unit, 0, 0)
 
     def _map(self, role: str, path: str, t: Tensor) -> Tensor:
         return _as_map(self.kinds[role][path].as_map(t))
-
-    def on_train_step(self, step: int, total_steps: int, epoch: int) -> None:
-        self._w = warmup_factor(self.warmup, self.warmup_unit, step, epoch)
 
     def forward_train(self, x: Any, y: Any) -> tuple[Any, dict[str, Tensor]]:
         _, pf = self.read_parent(x, self.genes)
@@ -155,8 +158,5 @@ class ReviewKD(Method):
         targets = [self._map("parent", g.parent, pf[g.parent]) for g in reversed(self.genes)]
         return out, {
             "task": self.task_weight * self.task_loss(out, y),
-            "review": self._w * self.reviewkd_weight * hcl_loss(reviews, targets),
+            "review": self.warm * self.reviewkd_weight * hcl_loss(reviews, targets),
         }
-
-    def log_values(self) -> dict[str, Tensor]:
-        return {"warmup/reviewkd": torch.tensor(self._w)}

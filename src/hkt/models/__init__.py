@@ -85,7 +85,9 @@ def build_model(
 
         import torchvision
 
-        known = [f"resnet{d}" for d in DEPTHS] + ["unet3", "unet4", "unet5"] + [f"torchvision:{n}" for n in torchvision.models.list_models()]
+        known = (
+            [f"resnet{d}" for d in DEPTHS] + ["unet3", "unet4", "unet5"] + [f"torchvision:{n}" for n in torchvision.models.list_models()]
+        )
         close = difflib.get_close_matches(arch, known, n=4, cutoff=0.6)
         raise ValueError(
             f"unknown architecture {arch!r}{' (close names: ' + ', '.join(close) + ')' if close else ''}: use resnet<6n+2> "
@@ -98,6 +100,17 @@ def build_model(
 
 
 __all__ = [
-    "DEPTHS", "REGISTRY", "CheckpointMismatchError", "CifarResNet", "RAFTFlow", "SegmentationLogits", "UNet", "build_model",
-    "cifar_resnet", "load_into", "load_weights", "read_state_dict", "resolve",
+    "DEPTHS",
+    "REGISTRY",
+    "CheckpointMismatchError",
+    "CifarResNet",
+    "RAFTFlow",
+    "SegmentationLogits",
+    "UNet",
+    "build_model",
+    "cifar_resnet",
+    "load_into",
+    "load_weights",
+    "read_state_dict",
+    "resolve",
 ]

@@ -107,8 +107,13 @@ def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str = "ch
     state_dict = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state_dict}
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    shapes = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    shapes = [
+        f"{k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and own[k].shape != state_dict[k].shape
+    ]
     if missing or unexpected or shapes:
+
         def brief(keys: list[str]) -> str:
             return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
 

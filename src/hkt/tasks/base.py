@@ -8,6 +8,7 @@ import lightning as L
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from hkt.losses import kd_loss
 from hkt.models import build_model
 
 
@@ -30,8 +31,6 @@ class Task:
 
     def distill(self, student: Any, teacher: Any, temperature: float = 4.0) -> Tensor:
         """The KD term (``kd`` and ``hkt`` with ``kd_weight``): Hinton KD on logits, per sample or per pixel."""
-        from hkt.methods.base import kd_loss
-
         return kd_loss(student, teacher, temperature)
 
     def metrics(self, data: Any) -> MetricCollection:

@@ -64,8 +64,8 @@ class FlowError(Metric):
 
 class Flow(Task):
     """Args:
-        gamma: weight decay of earlier iterations in the sequence loss (RAFT: 0.8).
-        max_flow: ground truth at or above this magnitude is ignored in the loss.
+    gamma: weight decay of earlier iterations in the sequence loss (RAFT: 0.8).
+    max_flow: ground truth at or above this magnitude is ignored in the loss.
     """
 
     data_class = FlowData

@@ -39,8 +39,14 @@ class RegionDice(DiceScore):
     """
 
     def __init__(self, regions: Sequence[Sequence[int]], **kwargs: Any) -> None:
-        super().__init__(num_classes=1 + len(regions), include_background=False, average="macro",
-                         aggregation_level="global", input_format="one-hot", **kwargs)
+        super().__init__(
+            num_classes=1 + len(regions),
+            include_background=False,
+            average="macro",
+            aggregation_level="global",
+            input_format="one-hot",
+            **kwargs,
+        )
         self.regions = [torch.tensor(list(r)) for r in regions]
 
     def _masks(self, labels: Tensor) -> Tensor:
@@ -55,7 +61,7 @@ class RegionDice(DiceScore):
 
 class Segmentation(Task):
     """Args:
-        dice_weight: weight of the soft Dice term added to per-pixel cross-entropy (0 = cross-entropy only).
+    dice_weight: weight of the soft Dice term added to per-pixel cross-entropy (0 = cross-entropy only).
     """
 
     data_class = SegmentationData
@@ -75,13 +81,10 @@ class Segmentation(Task):
         """``dice_<region>`` per region, ``dice_mean`` (their mean; selects checkpoints) and ``miou`` (mean IoU
         over all classes, background included)."""
         regions = data.regions
-        return MetricCollection({
-            **{f"dice_{name}": RegionDice([labels]) for name, labels in regions.items()},
-            "dice_mean": RegionDice(list(regions.values())),
-            "miou": MulticlassJaccardIndex(data.num_classes, average="macro"),
-        })
-
-    @staticmethod
-    def predict(output: Tensor) -> Tensor:
-        """Logits ``(B, K, H, W)`` -> labels ``(B, H, W)``."""
-        return output.argmax(1)
+        return MetricCollection(
+            {
+                **{f"dice_{name}": RegionDice([labels]) for name, labels in regions.items()},
+                "dice_mean": RegionDice(list(regions.values())),
+                "miou": MulticlassJaccardIndex(data.num_classes, average="macro"),
+            }
+        )

@@ -20,7 +20,9 @@ class FastPathError(ValueError):
 def check_precision(trainer: dict[str, Any]) -> None:
     """bf16 needs hardware support on CUDA (CPUs run bf16 autocast everywhere, natively where AVX512-BF16/AMX exist)."""
     precision = str(trainer.get("precision", "32"))
-    on_gpu = str(trainer.get("accelerator", "auto")) in ("gpu", "cuda") or (trainer.get("accelerator", "auto") == "auto" and torch.cuda.is_available())
+    on_gpu = str(trainer.get("accelerator", "auto")) in ("gpu", "cuda") or (
+        trainer.get("accelerator", "auto") == "auto" and torch.cuda.is_available()
+    )
     if precision.startswith("bf16") and on_gpu and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise FastPathError(
             f"trainer.precision: {precision} needs a GPU with bfloat16 support ({torch.cuda.get_device_name()} has none); "
@@ -39,7 +41,9 @@ def channels_last(method: Method, example: Any) -> None:
         for role, feats in (("child", run.child), ("parent", run.parent)):
             bad = {p: tuple(t.shape) for p, t in feats.items() if isinstance(t, Tensor) and t.dim() not in (2, 4)}
             if bad:
-                raise FastPathError(f"channels_last: true needs vector or 4-D activations at every gene; {role} genes give {bad}. Set channels_last: false")
+                raise FastPathError(
+                    f"channels_last: true needs vector or 4-D activations at every gene; {role} genes give {bad}. Set channels_last: false"
+                )
     method.to(memory_format=torch.channels_last)
 
 
@@ -56,7 +60,9 @@ def compile_nets(method: Method) -> None:
     try:
         torch.compile(lambda t: t * 2 + 1)(torch.ones(2))
     except Exception as e:  # noqa: BLE001 — no C++ compiler, unsupported Python, missing Triton...
-        raise FastPathError(f"compile: true, but torch.compile does not work here ({type(e).__name__}: {str(e).splitlines()[0][:160]}). Set compile: false") from None
+        raise FastPathError(
+            f"compile: true, but torch.compile does not work here ({type(e).__name__}: {str(e).splitlines()[0][:160]}). Set compile: false"
+        ) from None
     nets: list[nn.Module] = [method.child] + ([method.parent] if method.parent is not None else [])
     for net in nets:
         net.compile()

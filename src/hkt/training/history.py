@@ -17,8 +17,10 @@ from hkt.io import write_atomic
 def epoch_line(row: dict[str, float], epochs: int, seconds: float) -> str:
     """``epoch 2/4: train loss 0.3214 (child 0.12, inherit 0.11, parent 0.09) | val acc 0.8832 | gate avgpool 0.031 | 95 s``"""
     terms = {k[6:]: v for k, v in row.items() if k.startswith("train/") and k not in ("train/loss", "train/lr")}
-    parts = [f"train loss {row.get('train/loss', float('nan')):.4g}" + (f" ({', '.join(f'{k} {v:.3g}' for k, v in terms.items())})"
-                                                                      if len(terms) > 1 else "")]
+    parts = [
+        f"train loss {row.get('train/loss', float('nan')):.4g}"
+        + (f" ({', '.join(f'{k} {v:.3g}' for k, v in terms.items())})" if len(terms) > 1 else "")
+    ]
     parts += [f"{k.replace('/', ' ')} {v:.4g}" for k, v in row.items() if k.startswith("val/")]
     parts += [f"{k.replace('/', ' ')} {v:.3g}" for k, v in row.items() if k.startswith(("gate/", "warmup/", "lam/"))]
     return f"epoch {int(row['epoch']) + 1}/{epochs}: " + " | ".join(parts) + f" | {seconds:.0f} s"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from hkt.methods.base import Method
 from hkt.tasks import Task
-from hkt.training.schedule import SCHEDULES, lr_factor
+from hkt.training.schedule import Schedule, lr_factor
 
 OPTIM_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "nesterov", "schedule", "warmup", "min_lr", "milestones")
 
@@ -53,8 +53,8 @@ class MethodModule(L.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         nesterov: bool = False,
-        schedule: str = "cosine",
-        optimizer: str = "sgd",
+        schedule: Schedule = "cosine",
+        optimizer: Literal["sgd", "adamw"] = "sgd",
         warmup: float = 0.0,
         min_lr: float = 0.0,
         milestones: Sequence[float] = (0.5, 0.75),
@@ -62,10 +62,6 @@ class MethodModule(L.LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        if schedule not in SCHEDULES:
-            raise ValueError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optim.optimizer must be sgd or adamw, got {optimizer!r}")
         if not 0 <= warmup < 1:
             raise ValueError(f"optim.warmup is a fraction of training in [0, 1), got {warmup}")
         if lr <= 0 or min_lr < 0 or min_lr > lr:
@@ -100,7 +96,9 @@ class MethodModule(L.LightningModule):
         loss = torch.stack(list(losses.values())).sum()
         if not math.isfinite(loss.item()):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            raise NonFiniteLossError(f"non-finite training loss in epoch {self.current_epoch + 1} (step {self.global_step}): the loss ({parts})")
+            raise NonFiniteLossError(
+                f"non-finite training loss in epoch {self.current_epoch + 1} (step {self.global_step}): the loss ({parts})"
+            )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True)
@@ -166,7 +164,9 @@ class MethodModule(L.LightningModule):
                 group["lr"] = self.lr
         msg = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
         if self.trainer.is_global_zero:
-            logging.getLogger("hkt").info(f"resuming with changed optimiser settings ({msg}); the restored optimiser and schedule now follow them")
+            logging.getLogger("hkt").info(
+                f"resuming with changed optimiser settings ({msg}); the restored optimiser and schedule now follow them"
+            )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

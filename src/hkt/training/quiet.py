@@ -14,8 +14,14 @@ import warnings
 
 # rank_zero_info lines of Lightning (logger "lightning.pytorch.utilities.rank_zero" and fabric's twin)
 BANNERS = (
-    r"^GPU available:", r"^TPU available:", r"^HPU available:", r"^💡 Tip:", r"^Loading `train_dataloader` to estimate",
-    r"^`Trainer\.fit` stopped:", r"^Restoring states from the checkpoint path", r"^Loaded model weights from the checkpoint",
+    r"^GPU available:",
+    r"^TPU available:",
+    r"^HPU available:",
+    r"^💡 Tip:",
+    r"^Loading `train_dataloader` to estimate",
+    r"^`Trainer\.fit` stopped:",
+    r"^Restoring states from the checkpoint path",
+    r"^Loaded model weights from the checkpoint",
     r"^Seed set to",
 )
 # warnings that are known to be harmless here (the message, as a regex on its start)

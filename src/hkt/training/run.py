@@ -53,7 +53,8 @@ def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
     data.setup()
     nets = {
         role: read_logits(task.build_net(cfg[role], data), cfg[role].get("output"), role)
-        for role in ("parent", "child") if cfg[role].get("arch")
+        for role in ("parent", "child")
+        if cfg[role].get("arch")
     }
     options = dict(cfg["method"])
     example = data.example_input()
@@ -80,15 +81,27 @@ def attach_parent_cache(method: Any, cfg: dict[str, Any], data: Any, example: An
     if reason is not None:
         log.info("parent_cache: not used for method %s: %s", cfg["method"]["name"], reason)
         return
-    cache = ParentCache(options["dir"], method.parent, options.get("store") or (), options.get("read_only", False),
-                        options.get("max_gb"), options.get("fp16", False))
+    cache = ParentCache(
+        options["dir"],
+        method.parent,
+        options.get("store") or (),
+        options.get("read_only", False),
+        options.get("max_gb"),
+        options.get("fp16", False),
+    )
     out, feats = method.read_parent(example, cache.genes_to_read(method.genes))  # one shard's contents, uncached
     per_batch = stored_bytes(out, feats, cache.fp16) * data.batch_size // example.shape[0]
     batches = len(data.train_dataloader()) * int(cfg["trainer"].get("max_epochs") or 1)
     cache.check_budget(per_batch, batches, list(feats))
     method.parent_cache = cache
-    log.info("parent_cache: %s, storing %s; %.2f MB per batch, up to %d batches (%.2f GB) this run", cache.dir,
-             ", ".join(["the output", *feats]), per_batch / 2**20, batches, per_batch * batches / GB)
+    log.info(
+        "parent_cache: %s, storing %s; %.2f MB per batch, up to %d batches (%.2f GB) this run",
+        cache.dir,
+        ", ".join(["the output", *feats]),
+        per_batch / 2**20,
+        batches,
+        per_batch * batches / GB,
+    )
 
 
 class CheckpointConfigMismatchError(ValueError):
@@ -99,7 +112,9 @@ def check_checkpoint(module: MethodModule, ckpt: dict[str, Any], path: Path) -> 
     """Fail with one readable line when ``ckpt`` cannot be loaded into ``module``, or holds non-finite values."""
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        raise CheckpointConfigMismatchError(f"{path} is not an hkt training checkpoint (no state_dict); pass a checkpoint written by `hkt fit`")
+        raise CheckpointConfigMismatchError(
+            f"{path} is not an hkt training checkpoint (no state_dict); pass a checkpoint written by `hkt fit`"
+        )
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
@@ -126,9 +141,8 @@ def check_checkpoint(module: MethodModule, ckpt: dict[str, Any], path: Path) -> 
 def _loggers(out: Path) -> list[Any]:
     loggers: list[Any] = [CSVLogger(str(out), name="logs", version="")]
     try:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(str(out), name="tb", version=""))
     except ImportError:
@@ -219,10 +233,14 @@ def _advice(out: Path, cfg: dict[str, Any]) -> str:
     lower = f"optim.lr={cfg['optim']['lr'] / 10:g}"
     if last.is_file():
         done = int(load_torch(last, "checkpoint").get("epoch", 0)) + 1  # epochs finished (the checkpoint counts from 0)
-        return (f"The last good checkpoint (end of epoch {done}) is kept: resume from epoch {done + 1} with a lower learning "
-                f"rate, e.g. rerun the same command with --resume {lower}")
-    return (f"No epoch had finished, so there is no checkpoint to resume: start again with a lower learning rate, e.g. "
-            f"rerun the same command with {lower} (without --resume)")
+        return (
+            f"The last good checkpoint (end of epoch {done}) is kept: resume from epoch {done + 1} with a lower learning "
+            f"rate, e.g. rerun the same command with --resume {lower}"
+        )
+    return (
+        f"No epoch had finished, so there is no checkpoint to resume: start again with a lower learning rate, e.g. "
+        f"rerun the same command with {lower} (without --resume)"
+    )
 
 
 def fit(cfg: dict[str, Any], resume: bool = False, evaluate_test: bool = True) -> dict[str, Any]:
@@ -269,7 +287,9 @@ def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[
     if evaluate_test:  # one dict per test loader (flow has several evaluation sets, each with its own metric names)
         test_last = {k: v for d in trainer.test(module, datamodule=data, verbose=False) for k, v in d.items()}
         best_path = best.best_model_path
-        test_best = {k: v for d in trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=True) for k, v in d.items()}
+        test_best = {
+            k: v for d in trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=True) for k, v in d.items()
+        }
     record = {
         "config": cfg,
         "data": data.describe(),
@@ -284,8 +304,10 @@ def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[
     }
     if module.method.parent_cache is not None:
         record["parent_cache"] = module.method.parent_cache.summary()
-        log.info("parent_cache: %(hits)d hits, %(misses)d misses, %(written_mb).1f MB written; %(dir)s holds %(size_mb).1f MB",
-                 record["parent_cache"])
+        log.info(
+            "parent_cache: %(hits)d hits, %(misses)d misses, %(written_mb).1f MB written; %(dir)s holds %(size_mb).1f MB",
+            record["parent_cache"],
+        )
     if trainer.is_global_zero:
         write_atomic(out / "result.json", json.dumps(record, indent=1, default=str))
         log.info(_end_line(record, best.monitor, out))

@@ -4,9 +4,12 @@ run anneals, and a resumed run (whose scheduler restores its step count) follows
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Sequence
+from typing import Literal
 
-SCHEDULES = ("cosine", "step", "onecycle", "constant")
+Schedule = Literal["cosine", "step", "onecycle", "constant"]
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 
 
 def lr_factor(

@@ -1,0 +1,39 @@
+"""How comparison tables write numbers: mean ± std, differences with their confidence interval, p-values, metric
+scales and searched settings. Shared by the grid summary, the budget ladder and the README checks."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+
+def mean_std(values: list[float], scale: float, digits: int = 2) -> str:
+    if not values:
+        return "–"
+    mean = statistics.mean(values) * scale
+    std = statistics.stdev(values) * scale if len(values) > 1 else float("nan")
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def p_value(p: float) -> str:
+    return "–" if p != p else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def scale_of(key: str) -> tuple[float, str]:
+    """Accuracies are shown in %, other metrics (Dice, IoU, EPE) as they are."""
+    return (100.0, " (%)") if key.endswith("acc") else (1.0, "")
+
+
+def difference(d: dict[str, Any] | None, scale: float, digits: int) -> tuple[str, str]:
+    """``"+0.52 [-0.10, +1.14]"`` and ``"0.081 (0.320)"``: difference with 95% CI; raw p (Holm p)."""
+    if d is None:
+        return "–", "–"
+    lo, hi = d["ci95"]
+    return (
+        f"{d['mean_diff'] * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]",
+        f"{p_value(d['p_value'])} ({p_value(d.get('p_holm', float('nan')))})",
+    )
+
+
+def settings(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in params.items())

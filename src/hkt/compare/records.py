@@ -1,0 +1,83 @@
+"""The committed records of a grid, from which every summary rebuilds: final runs (``out_dir/runs/<method>/seed<k>.json``),
+prepare runs (``out_dir/prepare/<name>.json``) and tuning trials (``out_dir/search/<method>/trial<n>.json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hkt.io import write_atomic
+
+
+def load_records(out_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{method: {seed: record}}`` from ``out_dir/runs/<method>/seed<k>.json``."""
+    records: dict[str, dict[int, dict[str, Any]]] = {}
+    for path in sorted(Path(out_dir, "runs").glob("*/seed*.json")):
+        records.setdefault(path.parent.name, {})[int(path.stem[4:])] = json.loads(path.read_text())
+    return records
+
+
+def trial_records(out_dir: str | Path, method: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(Path(out_dir, "search", method).glob("trial*.json"), key=lambda p: int(p.stem[5:]))]
+
+
+def complete(grid: dict[str, Any]) -> bool:
+    """Every method has its ``trials`` committed trial records."""
+    return all(len(trial_records(grid["out_dir"], m)) >= grid["search"]["trials"] for m in grid["methods"])
+
+
+def chosen(grid: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{method: params}`` of the best trial of each method whose search has ``trials`` finished trials, read
+    from the committed trial records (so a summary rebuilds without the study)."""
+    out: dict[str, dict[str, Any]] = {}
+    sign = 1 if grid["metric"]["higher_is_better"] else -1
+    for method in grid["methods"]:
+        records = trial_records(grid["out_dir"], method)
+        if len(records) >= grid["search"]["trials"]:
+            best = max(records, key=lambda r: (sign * r["val_mean"], -r["trial"]))
+            out[method] = best["params"]
+    return out
+
+
+def publish(record: dict[str, Any], path: Path) -> None:
+    write_atomic(path, json.dumps(record, indent=1, default=str))
+
+
+def publish_trial(
+    grid: dict[str, Any], method: str, number: int, params: dict[str, Any], values: dict[int, float], mean: float, wall: float
+) -> None:
+    record = {
+        "method": method,
+        "trial": number,
+        "params": params,
+        "val_by_seed": {str(k): v for k, v in values.items()},
+        "val_mean": mean,
+        "fit_wall_s": wall,
+        "sampler": grid["search"].get("sampler", "sobol"),
+    }
+    write_atomic(Path(grid["out_dir"]) / "search" / method / f"trial{number}.json", json.dumps(record, indent=1))
+
+
+def check_reproduced(record: dict[str, Any], committed: Path) -> None:
+    """A prepare run retrained in a fresh work_dir (its checkpoint is not committed) must reproduce its committed
+    record: the final runs already committed started from that checkpoint, and new ones must start from the same."""
+    if not committed.is_file():
+        return
+    old = json.loads(committed.read_text())
+    keys = [k for k in old if k.endswith("_best") or k.startswith("test_")] + ["epochs"]
+
+    def strip(epochs: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        return [{k: v for k, v in e.items() if not k.endswith("_s")} for e in epochs or []]  # times vary
+
+    differ = [
+        k
+        for k in keys
+        if (strip(old.get(k)) if k == "epochs" else old.get(k)) != (strip(record.get(k)) if k == "epochs" else record.get(k))
+    ]
+    if differ:
+        raise RuntimeError(
+            f"prepare run {committed.stem} did not reproduce its committed record {committed} ({', '.join(differ[:4])} differ, e.g. "
+            f"{differ[0]}: committed {old.get(differ[0])!r}, now {record.get(differ[0])!r}); the committed final runs started "
+            "from the other checkpoint. Restore the original checkpoint into work_dir, or start the grid in a new out_dir"
+        )

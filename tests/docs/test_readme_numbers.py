@@ -1,0 +1,87 @@
+"""The README's evidence tables equal the committed summaries they cite: every table under a
+``<!-- table from <summary.md> -->`` marker is rebuilt from that grid's summary.json, cell by cell."""
+
+import json
+import re
+from pathlib import Path
+
+from hkt.compare.format import difference, mean_std, p_value
+from hkt.compare.summary import REFERENCES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cited_tables(text):
+    """``[(summary path, [table rows as cell lists])]`` for every marked table."""
+    out = []
+    for m in re.finditer(r"<!-- table from (\S+) -->\n((?:\|.*\n)+)", text):
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in m.group(2).splitlines()[2:]]
+        out.append((m.group(1), rows))
+    return out
+
+
+def summary_rows(source):
+    """The test-accuracy rows of the summary.json beside a cited ``summary.md``."""
+    return json.loads((ROOT / source).with_name("summary.json").read_text())["by_metric"]["test_acc"]["rows"]
+
+
+def expected_cells(row):
+    vs = []
+    for ref in REFERENCES:
+        d = row.get(f"vs_{ref}")
+        if d is None:
+            vs.append("–")
+        elif ref == "ce":
+            vs.append(f"{difference(d, 100.0, 2)[0]}, {p_value(d['p_holm'])}")
+        else:
+            vs.append(f"{d['mean_diff'] * 100:+.2f}, {p_value(d['p_holm'])}")
+    return [mean_std(row["test"], 100.0, 2), *vs]
+
+
+def test_readme_tables_equal_their_summaries():
+    tables = cited_tables((ROOT / "README.md").read_text())
+    assert len(tables) >= 2  # evidence v2: Fashion-MNIST and CIFAR-10, budgets 1 and 2 each
+    for source, rows in tables:
+        by_method = {r["method"]: r for r in summary_rows(source)}
+        assert {re.search(r"`(\w+)`", r[0]).group(1) for r in rows} == set(by_method), source
+        for cells in rows:
+            method = re.search(r"`(\w+)`", cells[0]).group(1)
+            assert cells[1:] == expected_cells(by_method[method]), f"{source}: {method}"
+
+
+def test_headline_verdict_matches_the_adjusted_statistics():
+    """The bold evidence-v2 headline says which HKT variants beat tuned ce, kd or dkd (Holm p < 0.05) in the grids
+    the README cites; it must agree with those grids' summaries: no win claimed over ce or kd unless one exists, and
+    every win named with its rival."""
+    text = (ROOT / "README.md").read_text()
+    headline = " ".join(re.search(r"\*\*Evidence v2: (.*?)\*\*", text, re.S).group(1).split())
+    wins = []
+    for source, _ in cited_tables(text):
+        for row in summary_rows(source):
+            for ref in REFERENCES:
+                d = row.get(f"vs_{ref}")
+                if row["method"].startswith("hkt") and d and d["p_holm"] < 0.05 and d["mean_diff"] > 0:
+                    wins.append((row["method"], ref))
+    if "no HKT variant beats tuned `ce` or `kd`" in headline:
+        assert not [w for w in wins if w[1] in ("ce", "kd")], f"the headline denies wins over ce/kd that exist: {wins}"
+    for method, ref in wins:
+        assert f"`{method}`" in headline and f"`{ref}`" in headline, f"the headline must name {method} beating {ref}"
+
+
+def test_readme_step_cost_rows_equal_the_committed_benchmark():
+    """Every row of benchmarks/results/step_cost.md's tables appears in README as it is (method names aside)."""
+    rows = [
+        line
+        for line in (ROOT / "benchmarks" / "results" / "step_cost.md").read_text().splitlines()
+        if line.startswith("| ") and "median step" not in line
+    ]
+    readme = (ROOT / "README.md").read_text()
+    assert len(rows) == 18 and all(row in readme for row in rows), [r for r in rows if r not in readme]
+
+
+def test_readme_demo_table_is_the_committed_demo_output():
+    rows = json.loads((ROOT / "benchmarks/results/demo/demo.json").read_text())
+    table = (ROOT / "benchmarks/results/demo/demo.md").read_text()
+    assert table in (ROOT / "README.md").read_text()
+    for r in rows:  # demo.md is the table of its own records
+        assert f"| {r['method']} | {100 * r['val_acc']:.2f} | {100 * r['test_acc']:.2f} |" in table
