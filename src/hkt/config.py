@@ -192,7 +192,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     for key in ("channels_last", "compile"):
         if not isinstance(cfg[key], bool):
             raise ConfigError(f"config key '{key}' must be true or false, got {cfg[key]!r}")
-    if name != "ce" and not cfg["parent"].get("arch"):
+    if METHODS[name].needs_parent and not cfg["parent"].get("arch"):
         raise ConfigError(f"method {name!r} needs a parent: set parent.arch (and parent.weights)")
     _check_parent_cache(cfg["parent_cache"])
     return cfg

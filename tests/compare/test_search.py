@@ -56,10 +56,10 @@ def test_search_resumes_after_a_kill_never_tests_while_tuning_and_feeds_the_fina
             raise RuntimeError("killed")  # the storage keeps this trial RUNNING, as after kill -9
         return real(cfg, evaluate_test)
 
-    monkeypatch.setattr(run_mod, "fit_or_resume", killed_on_third_run)
+    monkeypatch.setattr(search_mod, "fit_or_resume", killed_on_third_run)
     with pytest.raises(RuntimeError, match="killed"):
         search_mod.tune(grid)
-    monkeypatch.setattr(run_mod, "fit_or_resume", real)
+    monkeypatch.setattr(search_mod, "fit_or_resume", real)
     chosen = search_mod.tune(grid)
     assert set(chosen) == {"ce", "kd"} and set(chosen["kd"]) == {"optim.lr", "method.kd_weight"}
     for method in ("ce", "kd"):
@@ -128,12 +128,12 @@ def test_committed_summaries_rebuild_byte_for_byte(tmp_path):
     assert len(configs) >= 5  # cifar10_cpu, fashion_mnist, lits_cpu, evidence v2 Fashion-MNIST budget 1 + diagnosis
     for config in configs:
         grid = load_grid(config)
-        name = Path(grid["out_dir"]).name
-        shutil.copytree(ROOT / grid["out_dir"], tmp_path / name)
+        committed, name = ROOT / grid["out_dir"], Path(grid["out_dir"]).name
+        shutil.copytree(committed, tmp_path / name)
         grid["out_dir"] = str(tmp_path / name)
         summarize(grid)
         for f in ("summary.md", "summary.json"):
-            assert (tmp_path / name / f).read_bytes() == (ROOT / "benchmarks" / "results" / name / f).read_bytes(), f"{name}/{f}"
+            assert (tmp_path / name / f).read_bytes() == (committed / f).read_bytes(), f"{grid['out_dir']}/{f}"
 
 
 def test_holm_by_hand():

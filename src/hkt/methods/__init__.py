@@ -28,9 +28,6 @@ METHODS: dict[str, type[Method]] = {
     "reviewkd": ReviewKD,
     "hkt": HKT,
 }
-LOGIT_METHODS = ("dkd", "dist")  # need class logits (classification, segmentation), not regression outputs
-
-
 INTERNAL = ("self", "child", "parent", "example_input", "task_loss", "distill_loss")  # set by the run, not by configs
 
 
@@ -47,9 +44,9 @@ def build_method(name: str, child: nn.Module, parent: nn.Module | None, example_
     if unknown:
         allowed = sorted(p for p in params if p not in INTERNAL)
         raise ValueError(f"method {name!r} has no option(s) {unknown}; its options are {allowed}")
-    if task is not None and not getattr(task, "logits", True) and (name in LOGIT_METHODS or options.get("logit_standardize")):
-        applies = [m for m in METHODS if m not in LOGIT_METHODS]
-        what = f"method {name!r}" if name in LOGIT_METHODS else "logit_standardize"
+    if task is not None and not getattr(task, "logits", True) and (cls.needs_logits or options.get("logit_standardize")):
+        applies = [m for m, c in METHODS.items() if not c.needs_logits]
+        what = f"method {name!r}" if cls.needs_logits else "logit_standardize"
         raise ValueError(
             f"{what} works on class logits, and the {type(task).__name__.lower()} task regresses values; methods that apply "
             f"here: {', '.join(applies)} (without logit_standardize)"
@@ -58,7 +55,7 @@ def build_method(name: str, child: nn.Module, parent: nn.Module | None, example_
         options["task_loss"] = task.loss
         if "distill_loss" in params:
             options["distill_loss"] = task.distill
-    if name == "ce":
+    if not cls.needs_parent:
         method = cls(child, **options)
     elif parent is None:
         raise ValueError(f"method {name!r} needs a parent network; set parent.arch (and parent.weights)")

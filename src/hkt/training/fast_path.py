@@ -4,12 +4,14 @@ bf16-mixed``, Lightning's autocast). Off by default where they change numerics (
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from hkt.core.extract import dry_run
+from hkt.methods import METHODS
 from hkt.methods.base import Method
 
 
@@ -52,10 +54,11 @@ def compile_nets(method: Method) -> None:
     backend works here. Methods that register hooks during each step (hkt, fitnet, at, reviewkd) are refused: a
     compiled graph cannot follow hooks added and removed at every step, so it would recompile every step."""
     if method.uses_hooks:
+        plain = sorted(m for m, c in METHODS.items() if "genes" not in inspect.signature(c).parameters)
         raise FastPathError(
             f"compile: true cannot speed up {type(method).__name__}: it reads (and, for hkt, mixes) genes through forward "
-            "hooks registered at every step, which would make torch.compile recompile at every step. It works for ce, kd, "
-            "dkd and dist. Set compile: false"
+            "hooks registered at every step, which would make torch.compile recompile at every step. It works for the "
+            f"methods without genes ({', '.join(plain)}). Set compile: false"
         )
     try:
         torch.compile(lambda t: t * 2 + 1)(torch.ones(2))
