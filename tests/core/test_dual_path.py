@@ -6,23 +6,8 @@ from torch import nn
 from hkt.core import Inheritance, parse_genes
 
 
-class Siamese(nn.Module):
-    """Two views through one stem (2B rows through BatchNorm *before* the gene), fused, then a block (the gene)."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.head = nn.Linear(width, 5)
-
-    def forward(self, pair):  # (B, 2, 3, H, W)
-        b = pair.shape[0]
-        f = self.stem(pair.flatten(0, 1))
-        f = f.view(b, 2, *f.shape[1:]).sum(1)
-        return self.head(self.block(f).mean((2, 3)))
-
-
-def test_per_path_batchnorm_is_armed_from_the_first_child_gene_only():
+def test_per_path_batchnorm_is_armed_from_the_first_child_gene_only(siamese_net):
+    Siamese = siamese_net
     torch.manual_seed(0)
     parent, child = Siamese(8).eval(), Siamese(4)
     pair = torch.randn(6, 2, 3, 8, 8)
