@@ -14,3 +14,20 @@ def test_unknown_config_key_suggests_the_right_one():
         load_config(None, ["parent.arch=resnet20", "method={name: hkt, genes: [avgpool], atention: gated}"])
     with pytest.raises(ConfigError, match="needs a parent"):
         load_config(None, ["method={name: kd}"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("method={name: dkd, warmup_unit: step}", "'method.warmup_unit' must be one of 'epochs', 'steps', got 'step'"),
+        (
+            "method={name: hkt, genes: [avgpool], attention: dot}",
+            "'method.attention' must be one of 'gated', 'static', 'learned', 'lepoket'",
+        ),
+        ("optim.schedule=cosin", "'optim.schedule' must be one of 'cosine', 'step', 'onecycle', 'constant', got 'cosin'"),
+        ("optim.milestones=[0.5, half]", "'optim.milestones' must be a list of float, got \\[0.5, 'half'\\]"),
+    ],
+)
+def test_choices_and_lists_are_checked_from_the_type_hints(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["parent.arch=resnet8", override])

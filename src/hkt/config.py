@@ -12,6 +12,7 @@ straight through: accelerator, devices, strategy, num_nodes, precision, max_epoc
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import difflib
 import inspect
@@ -84,6 +85,11 @@ def _accepts(hint: Any, value: Any) -> bool | None:
     origin = typing.get_origin(hint)
     if origin is typing.Literal:
         return value in typing.get_args(hint)
+    if origin in (list, tuple, collections.abc.Sequence) and typing.get_args(hint):
+        if not isinstance(value, (list, tuple)):
+            return False
+        verdicts = [_accepts(typing.get_args(hint)[0], v) for v in value]
+        return False if False in verdicts else None if None in verdicts else True
     if origin in (typing.Union, types.UnionType):
         verdicts = [_accepts(h, value) for h in typing.get_args(hint)]
         return True if True in verdicts else None if None in verdicts else False
@@ -103,6 +109,8 @@ def _accepts(hint: Any, value: Any) -> bool | None:
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) in (list, tuple, collections.abc.Sequence) and typing.get_args(hint):
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
