@@ -106,7 +106,6 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     val_key = f"{metric['val'].replace('/', '_')}_best"
     records = load_records(out)
     order = [m for m in grid["methods"] if m in records]
-    refs = [r for r in REFERENCES if r in order]
     lines = [
         f"# {grid.get('name', out.name)}: {', '.join(keys)}, validation-selected epoch, mean ± std over seeds",
         "",
@@ -122,35 +121,8 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     lines += search["lines"]
     by_metric = {}
     for key in keys:
-        scale, unit = scale_of(key)
-        digits = 2 if scale == 100.0 else 3
-        test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
-        rows = _rows(records, test, key, val_key)
-        extra = [dict(d, a=a, b=b) for a, b in grid.get("pairs", []) if (d := paired(test.get(a, {}), test.get(b, {})))]
-        _adjust(rows, extra)
-        by_metric[key] = {"rows": rows, "extra_pairs": extra}
-        vscale, vunit = scale_of(val_key.removesuffix("_best"))
-        head = "".join(f" vs {r} (95% CI) | p (Holm) |" for r in refs)
-        cached = any(r.get("parent_saved_s") for r in rows)  # a column only for grids run with the parent cache
-        lines += [
-            "",
-            f"## {key}{unit}",
-            "",
-            f"| method | seeds | test{unit} | {metric['val']}{vunit} | last-epoch test{unit} |{head} step (s) | wall (s) |"
-            + (" parent compute saved (s) |" if cached else ""),
-            "|---|---|---|---|---|" + "---|---|" * len(refs) + "---|---|" + ("---|" if cached else ""),
-        ]
-        for r in rows:
-            cells = "".join(f" {d} | {p} |" for d, p in (difference(r[f"vs_{ref}"], scale, digits) for ref in refs))
-            step = f"{statistics.median(r['median_step_s']):.3f}" if r["median_step_s"] else "–"
-            saved = (f" {statistics.mean(r['parent_saved_s']):.0f} |" if r.get("parent_saved_s") else " – |") if cached else ""
-            lines.append(
-                f"| {r['method']} | {len(r['seeds'])} | {mean_std(r['test'], scale, digits)} | {mean_std(r['val'], vscale, digits)} | "
-                f"{mean_std(r['test_last_epoch'], scale, digits)} |{cells} {step} | {statistics.mean(r['wall_s']):.0f} |{saved}"
-            )
-        if cached:
-            lines += ["", _cache_line(rows)]
-        lines += ["", *_verdicts(rows, refs, sign, scale, digits, key), *_extra_pairs(extra, sign, scale, digits)]
+        section, by_metric[key] = _metric_section(grid, records, order, key, val_key)
+        lines += section
     lines += ["", *_hkt_diagnostics(records, order)]
     if any(r.get("epochs") for m in order for r in records[m].values()):
         lines += [
@@ -163,6 +135,45 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     _plots(records, order, grid, out)
     return summary
+
+
+def _metric_section(
+    grid: dict[str, Any], records: dict[str, dict[int, dict[str, Any]]], order: list[str], key: str, val_key: str
+) -> tuple[list[str], dict[str, Any]]:
+    """One test metric's table, verdicts and extra pairs, and its ``summary.json`` entry."""
+    sign = 1 if grid["metric"]["higher_is_better"] else -1
+    refs = [r for r in REFERENCES if r in order]
+    scale, unit = scale_of(key)
+    digits = 2 if scale == 100.0 else 3
+    test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
+    rows = _rows(records, test, key, val_key)
+    extra = [dict(d, a=a, b=b) for a, b in grid.get("pairs", []) if (d := paired(test.get(a, {}), test.get(b, {})))]
+    _adjust(rows, extra)
+    lines = ["", f"## {key}{unit}", "", *_table(rows, refs, grid["metric"]["val"], val_key, unit, scale, digits)]
+    lines += ["", *_verdicts(rows, refs, sign, scale, digits, key), *_extra_pairs(extra, sign, scale, digits)]
+    return lines, {"rows": rows, "extra_pairs": extra}
+
+
+def _table(rows: list[dict[str, Any]], refs: list[str], val: str, val_key: str, unit: str, scale: float, digits: int) -> list[str]:
+    """The method table: test, validation and last-epoch test (mean ± std), the paired differences against each
+    reference, step and wall time, and the parent compute saved when the grid ran with the parent cache."""
+    vscale, vunit = scale_of(val_key.removesuffix("_best"))
+    head = "".join(f" vs {r} (95% CI) | p (Holm) |" for r in refs)
+    cached = any(r.get("parent_saved_s") for r in rows)  # a column only for grids run with the parent cache
+    lines = [
+        f"| method | seeds | test{unit} | {val}{vunit} | last-epoch test{unit} |{head} step (s) | wall (s) |"
+        + (" parent compute saved (s) |" if cached else ""),
+        "|---|---|---|---|---|" + "---|---|" * len(refs) + "---|---|" + ("---|" if cached else ""),
+    ]
+    for r in rows:
+        cells = "".join(f" {d} | {p} |" for d, p in (difference(r[f"vs_{ref}"], scale, digits) for ref in refs))
+        step = f"{statistics.median(r['median_step_s']):.3f}" if r["median_step_s"] else "–"
+        saved = (f" {statistics.mean(r['parent_saved_s']):.0f} |" if r.get("parent_saved_s") else " – |") if cached else ""
+        lines.append(
+            f"| {r['method']} | {len(r['seeds'])} | {mean_std(r['test'], scale, digits)} | {mean_std(r['val'], vscale, digits)} | "
+            f"{mean_std(r['test_last_epoch'], scale, digits)} |{cells} {step} | {statistics.mean(r['wall_s']):.0f} |{saved}"
+        )
+    return lines + (["", _cache_line(rows)] if cached else [])
 
 
 def _cache_line(rows: list[dict[str, Any]]) -> str:
