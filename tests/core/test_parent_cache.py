@@ -92,6 +92,8 @@ def test_a_grid_stores_every_gene_its_methods_read_so_later_methods_hit(tiny_fas
         same_run(plain, later)
         assert later[0]["parent_cache"]["hits"] == 16 and later[0]["parent_cache"]["misses"] == 0
         assert later[0]["parent_cache"]["compute_s"] == 0 and later[0]["parent_cache"]["saved_s"] > 0
+        assert later[0]["trainable_params"] > later[0]["child_params"], "the regressor / adapter trains, is not deployed"
+    assert first["trainable_params"] == first["child_params"]
 
 
 def test_fp16_storage_states_its_error_and_cached_runs_agree(tiny_fashion, tmp_path, caplog):

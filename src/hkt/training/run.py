@@ -300,6 +300,8 @@ def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[
         **{f"{k.replace('/', '_')}_last_epoch": v for k, v in test_last.items()},
         "fit_wall_s": wall,
         "child_params": sum(p.numel() for p in module.method.child.parameters()),
+        # what the optimiser trained (child, adapters, GA weights, ReviewKD's ABF, ...): the deployed child is child_params
+        "trainable_params": sum(p.numel() for p in module.method.learnable_parameters()),
         **summary,
     }
     if module.method.parent_cache is not None:
