@@ -79,3 +79,21 @@ def test_paired_t_test_by_hand():
     assert d["n"] == 3 and d["mean_diff"] == pytest.approx(0.013333, abs=1e-5)
     assert d["p_value"] == pytest.approx(0.0572, abs=5e-4)
     assert paired({0: 1.0}, {0: 0.5}) is None
+
+
+def test_a_retrained_prepare_run_must_reproduce_its_committed_record(tmp_path):
+    from hkt.compare.records import check_reproduced
+
+    committed = {
+        "val_acc_best": 0.884,
+        "test_acc": 0.887,
+        "fit_wall_s": 565.0,
+        "epochs": [{"epoch": 0, "val/acc": 0.884, "epoch_s": 500.0}],
+    }
+    path = tmp_path / "parent.json"
+    path.write_text(json.dumps(committed))
+    again = dict(committed, fit_wall_s=612.0, epochs=[{"epoch": 0, "val/acc": 0.884, "epoch_s": 530.0}])
+    check_reproduced(again, path)  # only the times differ
+    check_reproduced(committed, tmp_path / "none.json")  # nothing committed yet
+    with pytest.raises(RuntimeError, match=r"prepare run parent did not reproduce .*test_acc: committed 0.887, now 0.8869"):
+        check_reproduced(dict(again, test_acc=0.8869), path)
