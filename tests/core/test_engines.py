@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from hkt.core import inheritance
+from hkt.core import engines
 from hkt.methods import HKT
 from hkt.models import build_model
 
@@ -71,6 +71,6 @@ def test_the_stacked_engine_equals_the_separate_reference(case, siamese_net):
 def test_the_comparison_fails_when_the_speed_up_is_broken(monkeypatch):
     torch.manual_seed(0)
     method, x, y = CASES["resnet stage genes"]()
-    monkeypatch.setattr(inheritance, "per_path_batchnorm", lambda *a, **k: nullcontext())  # BN pools both paths
+    monkeypatch.setattr(engines, "per_path_batchnorm", lambda *a, **k: nullcontext())  # BN pools both paths
     stacked, separate = both_engines(method.train(), x, y)
     assert not same(stacked, separate)

@@ -93,7 +93,7 @@ class HKT(Method):
             lam,
             parent_weight,
             native=w_child > 0 or kd_weight > 0,
-            reverse=w_parent > 0,
+            parent_on_mix=w_parent > 0,
             parent_own=kd_weight > 0,
             adapter=adapter,
         )
