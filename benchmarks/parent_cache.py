@@ -1,7 +1,7 @@
 """What the parent cache saves on one grid: ``configs/parent_cache_benchmark.yaml`` (5 methods x 3 seeds, ResNet-56
 -> ResNet-8 from scratch, 1 epoch on 20,000 CIFAR-10 JPEG images) run without the cache, then with a fresh one.
 
-    OMP_NUM_THREADS=2 python benchmarks/parent_cache.py      # about 40 minutes on 2 cores; run it alone
+    OMP_NUM_THREADS=2 python benchmarks/parent_cache.py      # about 31 minutes on 2 cores (measured); run it alone
 
 Writes per-run records and summaries to ``benchmarks/results/parent_cache/{uncached,cached}/`` and the comparison
 to ``benchmarks/results/parent_cache/parent_cache.{md,json}``: total training wall time of each grid, per-run time of

@@ -142,17 +142,19 @@ class ArrayDataset(Dataset):
 
 
 class ImageClassificationData(SplitData):
-    """Args:
-    name: ``cifar10`` | ``fashion_mnist``.
-    root: dataset folder (see ``hkt.data.sources``); ``None`` uses the environment defaults.
-    val_size: validation images (from train, or from test when ``val_from == "test"``).
-    val_from: ``train`` | ``test``.
-    num_classes: classes of the child's head; ``None`` = the dataset's classes (10, or the class folders of
-        an ImageFolder tree). Never inferred from the labels: every split's labels are checked against it.
-    train_subset: use only this many training images (after carving validation), ``None`` = all.
-    test_subset: evaluate on only this many test images, ``None`` = all.
-    seed: seeds the splits.
-    train_seed: seeds the order and augmentation of training batches (set from the run's seed).
+    """Options of ``ImageClassificationData`` (keyword arguments; configs set them by name).
+
+    Args:
+        name: ``cifar10`` | ``fashion_mnist``.
+        root: dataset folder (see ``hkt.data.sources``); ``None`` uses the environment defaults.
+        val_size: validation images (from train, or from test when ``val_from == "test"``).
+        val_from: ``train`` | ``test``.
+        num_classes: classes of the child's head; ``None`` = the dataset's classes (10, or the class folders of
+            an ImageFolder tree). Never inferred from the labels: every split's labels are checked against it.
+        train_subset: use only this many training images (after carving validation), ``None`` = all.
+        test_subset: evaluate on only this many test images, ``None`` = all.
+        seed: seeds the splits.
+        train_seed: seeds the order and augmentation of training batches (set from the run's seed).
     """
 
     def __init__(

@@ -155,16 +155,18 @@ class _Fixed(Dataset):
 
 
 class FlowData(SplitData):
-    """Args:
-    train: ``synthetic`` | ``chairs`` | ``things`` | ``sintel`` | ``kitti``.
-    root: folder holding the torchvision datasets (``FlyingChairs/``, ``Sintel/`` …) and ``middlebury/``;
-        ``None`` = ``$HKT_DATA_DIR``.
-    train_size, val_size, test_size: synthetic pairs per split (seeded, disjoint seeds); for torchvision
-        sources ``val_size`` pairs are carved from the training split and the test split is the eval sets.
-    crop: ``[H, W]`` of synthetic pairs / training crops (RAFT needs >= 128 on each side).
-    eval_sets: ``{name: scale}`` evaluated at test time, each reported as ``test/<name>_<metric>``.
-    seed: seeds the synthetic validation / test pairs and the validation carve-out.
-    train_seed: seeds the synthetic training pairs, their order and crops (set from the run's seed).
+    """Options of ``FlowData`` (keyword arguments; configs set them by name).
+
+    Args:
+        train: ``synthetic`` | ``chairs`` | ``things`` | ``sintel`` | ``kitti``.
+        root: folder holding the torchvision datasets (``FlyingChairs/``, ``Sintel/`` …) and ``middlebury/``;
+            ``None`` = ``$HKT_DATA_DIR``.
+        train_size, val_size, test_size: synthetic pairs per split (seeded, disjoint seeds); for torchvision
+            sources ``val_size`` pairs are carved from the training split and the test split is the eval sets.
+        crop: ``[H, W]`` of synthetic pairs / training crops (RAFT needs >= 128 on each side).
+        eval_sets: ``{name: scale}`` evaluated at test time, each reported as ``test/<name>_<metric>``.
+        seed: seeds the synthetic validation / test pairs and the validation carve-out.
+        train_seed: seeds the synthetic training pairs, their order and crops (set from the run's seed).
     """
 
     def __init__(

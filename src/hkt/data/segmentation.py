@@ -65,20 +65,22 @@ class SliceDataset(Dataset):
 
 
 class SegmentationData(SplitData):
-    """Args:
-    name: ``lits`` (the only layout so far).
-    root: folder with ``volume-N.nii[.gz]`` / ``segmentation-N.nii[.gz]``; ``None`` = ``$HKT_DATA_DIR/lits-sample``.
-    axis: the volume axis that indexes axial slices: 2 in the LiTS release (``(512, 512, D)`` volumes); the
-        offline sample (converted from another format) is stored with its axial axis first, ``axis: 0``.
-    window: HU window ``[lo, hi]`` mapped to ``[-1, 1]``.
-    context: neighbouring slices on each side given as extra channels (0 = 2-D, 1 = 2.5-D with 3 channels).
-    size: resize slices to ``size x size`` (``None`` = keep; LiTS slices are 512 x 512).
-    split: ``auto`` (``patients`` when there are >= 3 cases, else ``slices``), ``patients`` or ``slices``.
-    fractions: train / validation / test shares (of cases, or of each case's slices).
-    gap: slices left out between slice blocks (must be >= ``context`` so no input reads another split's slices).
-    augment: random flip, rotation (±10°) and scale (0.9–1.1), applied to image and mask together.
-    seed: seeds the patient split.
-    train_seed: seeds batch order and augmentation (set from the run's seed).
+    """Options of ``SegmentationData`` (keyword arguments; configs set them by name).
+
+    Args:
+        name: ``lits`` (the only layout so far).
+        root: folder with ``volume-N.nii[.gz]`` / ``segmentation-N.nii[.gz]``; ``None`` = ``$HKT_DATA_DIR/lits-sample``.
+        axis: the volume axis that indexes axial slices: 2 in the LiTS release (``(512, 512, D)`` volumes); the
+            offline sample (converted from another format) is stored with its axial axis first, ``axis: 0``.
+        window: HU window ``[lo, hi]`` mapped to ``[-1, 1]``.
+        context: neighbouring slices on each side given as extra channels (0 = 2-D, 1 = 2.5-D with 3 channels).
+        size: resize slices to ``size x size`` (``None`` = keep; LiTS slices are 512 x 512).
+        split: ``auto`` (``patients`` when there are >= 3 cases, else ``slices``), ``patients`` or ``slices``.
+        fractions: train / validation / test shares (of cases, or of each case's slices).
+        gap: slices left out between slice blocks (must be >= ``context`` so no input reads another split's slices).
+        augment: random flip, rotation (±10°) and scale (0.9–1.1), applied to image and mask together.
+        seed: seeds the patient split.
+        train_seed: seeds batch order and augmentation (set from the run's seed).
     """
 
     def __init__(

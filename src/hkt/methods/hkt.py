@@ -28,21 +28,24 @@ LamSchedule = Literal["constant", "linear", "cosine"]
 
 
 class HKT(Method):
-    """Args:
-    genes: module paths (``"avgpool"``, ``"layer1:layer1"``, ``{parent: ..., child: ...}``).
-    example_input: one batch for the dry run that sizes the adapters.
-    attention: GA variant, ``gated`` | ``static`` | ``learned`` | ``lepoket`` (the follow-up's
-        learnable GA; ``lam`` is its λ's initial value).
-    lam_schedule, lam_final: move the inheritance rate from ``lam`` to ``lam_final`` over training, per step
-        (``linear`` or ``cosine``; ``constant`` = off): every gate is scaled by ``lam(t) / lam``.
-    logit_standardize: z-score the logits before the temperature in the KD term (Sun et al., CVPR 2024); the KD
-        options left unset then take the authors' recipe, T 2 and KD weight 9 (so the switch alone turns the KD
-        term on); the values used are logged.
-    adapter: Transfer, ``auto`` (identity where parent and child shapes agree, the reference) or ``learned``
-        (always a trainable adapter, identity at step 0: channel k of the parent need not mean channel k of
-        the child).
-    w_child, w_inherit, w_parent: weights of the three task-loss terms (reference: 1, 1, 1).
-    kd_weight, temperature: optional Hinton KD term on the child's logits (default 0 = off, T 4).
+    """Hereditary Knowledge Transfer: the child trained with genes inherited from the frozen parent (the module
+    docstring gives the objective).
+
+    Args:
+        genes: module paths (``"avgpool"``, ``"layer1:layer1"``, ``{parent: ..., child: ...}``).
+        example_input: one batch for the dry run that sizes the adapters.
+        attention: GA variant, ``gated`` | ``static`` | ``learned`` | ``lepoket`` (the follow-up's
+            learnable GA; ``lam`` is its λ's initial value).
+        lam_schedule, lam_final: move the inheritance rate from ``lam`` to ``lam_final`` over training, per step
+            (``linear`` or ``cosine``; ``constant`` = off): every gate is scaled by ``lam(t) / lam``.
+        logit_standardize: z-score the logits before the temperature in the KD term (Sun et al., CVPR 2024); the KD
+            options left unset then take the authors' recipe, T 2 and KD weight 9 (so the switch alone turns the KD
+            term on); the values used are logged.
+        adapter: Transfer, ``auto`` (identity where parent and child shapes agree, the reference) or ``learned``
+            (always a trainable adapter, identity at step 0: channel k of the parent need not mean channel k of
+            the child).
+        w_child, w_inherit, w_parent: weights of the three task-loss terms (reference: 1, 1, 1).
+        kd_weight, temperature: optional Hinton KD term on the child's logits (default 0 = off, T 4).
     """
 
     def __init__(

@@ -63,9 +63,11 @@ class FlowError(Metric):
 
 
 class Flow(Task):
-    """Args:
-    gamma: weight decay of earlier iterations in the sequence loss (RAFT: 0.8).
-    max_flow: ground truth at or above this magnitude is ignored in the loss.
+    """Options of ``Flow`` (keyword arguments; configs set them by name).
+
+    Args:
+        gamma: weight decay of earlier iterations in the sequence loss (RAFT: 0.8).
+        max_flow: ground truth at or above this magnitude is ignored in the loss.
     """
 
     data_class = FlowData

@@ -60,8 +60,10 @@ class RegionDice(DiceScore):
 
 
 class Segmentation(Task):
-    """Args:
-    dice_weight: weight of the soft Dice term added to per-pixel cross-entropy (0 = cross-entropy only).
+    """Options of ``Segmentation`` (keyword arguments; configs set them by name).
+
+    Args:
+        dice_weight: weight of the soft Dice term added to per-pixel cross-entropy (0 = cross-entropy only).
     """
 
     data_class = SegmentationData
