@@ -178,3 +178,13 @@ def test_genes_names_the_module_where_a_dry_run_failed_and_close_architecture_na
     assert "child (VisionTransformer) failed its dry run in module 'patch_embed' (PatchEmbed)" in capsys.readouterr().err
     assert main(["genes", "--parent", "renset56", "--child", "resnet20"]) == 2
     assert "unknown architecture 'renset56' (close names: resnet56" in capsys.readouterr().err
+
+
+def test_hkt_methods_lists_every_method_and_prints_one_methods_options(capsys):
+    assert main(["methods"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == ["ce", "kd", "dkd", "dist", "fitnet", "at", "reviewkd", "hkt"]
+    assert main(["methods", "dkd"]) == 0
+    out = capsys.readouterr().out
+    assert "Decoupled Knowledge Distillation" in out and "Args:" in out and "  warmup_unit: 'epochs'" in out
+    assert main(["methods", "dkdd"]) == 2 and "unknown method 'dkdd'" in capsys.readouterr().err
