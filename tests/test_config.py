@@ -1,4 +1,5 @@
-"""A misspelt config key fails at once and names the closest valid key."""
+"""Config validation: a misspelt key names the closest valid one; numbers, choices and lists are checked from the
+type hints before anything runs."""
 
 import pytest
 
@@ -31,3 +32,15 @@ def test_unknown_config_key_suggests_the_right_one():
 def test_choices_and_lists_are_checked_from_the_type_hints(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["parent.arch=resnet8", override])
+
+
+def test_scientific_notation_is_a_number_and_types_are_checked(tmp_path):
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 1e-3\n  weight_decay: 5E-4\ntrainer:\n  max_epochs: 2\n")
+    cfg = load_config(tmp_path / "c.yaml", ["optim.min_lr=1e-5"])
+    assert cfg["optim"]["lr"] == 0.001 and cfg["optim"]["weight_decay"] == 0.0005 and cfg["optim"]["min_lr"] == 1e-5
+    with pytest.raises(ConfigError, match=r"'optim\.lr' must be float, got '1e-3' \(str\)"):
+        load_config(None, ["optim.lr='1e-3'"])
+    with pytest.raises(ConfigError, match=r"'trainer\.max_epochs' must be .*int.*got 2\.5"):
+        load_config(None, ["trainer.max_epochs=2.5"])
+    with pytest.raises(ConfigError, match=r"'method\.temperature' must be float \| None, got 'hot'"):
+        load_config(None, ["parent.arch=resnet8", "method={name: kd, temperature: hot}"])

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from hkt.core.gene import Gene
@@ -179,8 +181,6 @@ class ParentCache:
     def get(self, x: Tensor, paths: Sequence[str] = ()) -> tuple[Any, dict[str, Tensor]] | None:
         """The stored ``(output, {path: feature})`` of batch ``x`` on ``x``'s device, or ``None`` (a miss: no shard,
         or one without every path in ``paths``)."""
-        from safetensors import SafetensorError, safe_open
-
         shard = self._shard(x)
         if not shard.is_file():
             if self.read_only and self.hits == self.misses == 0:
@@ -218,8 +218,6 @@ class ParentCache:
     def put(self, x: Tensor, out: Any, feats: dict[str, Tensor], seconds: float) -> tuple[Any, dict[str, Tensor]]:
         """Store batch ``x``'s parent output and gene features (``seconds``: what computing them took); return them
         as a later hit will (rounded through float16 with ``fp16``)."""
-        from safetensors.torch import save
-
         self.compute_s += seconds
         flat = _flatten(out, feats)
         dtypes = {k: str(v.dtype).removeprefix("torch.") for k, v in flat.items()}
