@@ -52,7 +52,7 @@ def test_grid_runs_skips_finished_and_summarises(tmp_path, capsys):
     assert run["config"]["seed"] == 1 and run["config"]["child"]["weights"].endswith("prepare/base/checkpoints/best.ckpt")
     assert "gate/avgpool" in run["epochs"][0] and run["median_step_s"] > 0
     summary = (results / "summary.md").read_text()
-    assert "| hkt | 2 |" in summary and "vs ce" in summary and "### Does HKT beat" in summary
+    assert "| hkt | 2 |" in summary and "vs ce" in summary and "### Verdicts on test_acc" in summary
     assert (results / "val_curves.png").stat().st_size > 1000 and (results / "gates.png").is_file()
     # a second call trains nothing: every run is finished
     before = {p: p.stat().st_mtime for p in (tmp_path / "work").rglob("result.json")}

@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-from hkt.compare.format import difference, mean_std, p_value
+from hkt.compare.format import bound, difference, mean_std, p_value
 from hkt.compare.summary import REFERENCES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +85,30 @@ def test_readme_demo_table_is_the_committed_demo_output():
     assert table in (ROOT / "README.md").read_text()
     for r in rows:  # demo.md is the table of its own records
         assert f"| {r['method']} | {100 * r['val_acc']:.2f} | {100 * r['test_acc']:.2f} |" in table
+
+
+def cited_bounds(text):
+    """``[(summary path, [(a, b, sentence)])]`` for every ``<!-- bounds from <summary.md> -->`` list."""
+    out = []
+    for m in re.finditer(r"<!-- bounds from (\S+) -->\n((?:- .*\n)+)", text):
+        bullets = [line.split(": ", 1)[1].removesuffix(".") for line in m.group(2).splitlines()]
+        out.append((m.group(1), [(*re.findall(r"`(\w+)`", b)[:2], b) for b in bullets]))
+    return out
+
+
+def test_headline_bounds_are_the_committed_cis():
+    """Every bound sentence the README states is the one its grid's summary prints for that pair, and the headline's
+    "below +X points in all four grids" is the largest upper bound of the reference HKT over kd among them."""
+    text = (ROOT / "README.md").read_text()
+    cited = cited_bounds(text)
+    assert len(cited) >= 4  # evidence v2: two datasets x two budgets
+    upper = []
+    for source, bullets in cited:
+        rows = {r["method"]: r for r in summary_rows(source)}
+        for a, b, sentence in bullets:
+            d = rows[a][f"vs_{b}"]
+            assert sentence == bound(a, b, d, 1, 100.0, 2), f"{source}: {a} vs {b}"
+            if (a, b) == ("hkt", "kd"):
+                upper.append(d["ci95"][1] * 100)
+    headline = " ".join(re.search(r"\*\*Evidence v2: (.*?)\*\*", text, re.S).group(1).split())
+    assert len(upper) == len(cited) and f"over tuned `kd` is below +{max(upper):.2f} points in all four grids" in headline

@@ -35,5 +35,25 @@ def difference(d: dict[str, Any] | None, scale: float, digits: int) -> tuple[str
     )
 
 
+def bound(a: str, b: str, d: dict[str, Any], sign: int, scale: float, digits: int) -> str:
+    """What the 95% CI of the paired difference ``a - b`` rules out, as a clause: ``"`hkt`'s gain over `kd` is below
+    +0.20 points and its loss below 0.48 points: the 95% CI rules out larger effects, not a zero one"``. A gain is
+    an improvement (``sign`` -1: lower is better); accuracies are in points, other metrics in their own unit."""
+    lo, hi = sorted(sign * c * scale for c in d["ci95"])
+    unit = " points" if scale == 100.0 else ""
+
+    def v(x: float) -> str:
+        return f"{x:.{digits}f}{unit}"
+
+    if lo > 0:
+        return f"`{a}`'s gain over `{b}` is between +{v(lo)} and +{v(hi)}: the 95% CI rules out a zero effect and gains above +{v(hi)}"
+    if hi < 0:
+        return (
+            f"`{a}`'s loss to `{b}` is between {v(-hi)} and {v(-lo)}: "
+            f"the 95% CI rules out a zero effect, any gain and losses above {v(-lo)}"
+        )
+    return f"`{a}`'s gain over `{b}` is below +{v(hi)} and its loss below {v(-lo)}: the 95% CI rules out larger effects, not a zero one"
+
+
 def settings(params: dict[str, Any]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in params.items())

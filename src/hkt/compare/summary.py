@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from scipy.stats import t as student_t
 from scipy.stats import ttest_rel
 
-from hkt.compare.format import difference, mean_std, p_value, scale_of, settings
+from hkt.compare.format import bound, difference, mean_std, p_value, scale_of, settings
 from hkt.compare.records import chosen, load_records, trial_records
 from hkt.compare.sampler import SAMPLERS
 from hkt.io import savefig, write_atomic
@@ -75,6 +75,9 @@ def _rows(records: dict[str, dict[int, dict[str, Any]]], test: dict[str, dict[in
                 "test_last_epoch": [r.get(f"{key}_last_epoch") for r in recs if r.get(f"{key}_last_epoch") is not None],
                 "wall_s": [r["fit_wall_s"] for r in recs],
                 "median_step_s": [r["median_step_s"] for r in recs if r.get("median_step_s")],
+                # while training (child + adapters, GA, ReviewKD's ABF, ...) and shipped (the child alone)
+                "trainable_params": [r["trainable_params"] for r in recs if "trainable_params" in r],
+                "deployed_params": [r["child_params"] for r in recs if "child_params" in r],
                 # only with the parent cache, so that summaries of grids run without it rebuild unchanged
                 **(
                     {"parent_saved_s": saved}
@@ -87,11 +90,22 @@ def _rows(records: dict[str, dict[int, dict[str, Any]]], test: dict[str, dict[in
     return rows
 
 
-def _adjust(rows: list[dict[str, Any]], extra: list[dict[str, Any]]) -> None:
-    """Holm over every comparison of one metric's summary (all methods x references, plus extra pairs)."""
-    family = [r[f"vs_{ref}"] for r in rows for ref in REFERENCES if r.get(f"vs_{ref}")] + extra
-    for d, adj in zip(family, holm([d["p_value"] for d in family])):
-        d["p_holm"] = adj
+def _adjust(rows: list[dict[str, Any]], extra: list[dict[str, Any]]) -> int:
+    """Holm over the distinct comparisons of one metric's summary (methods x references, plus extra pairs); a pair and
+    its mirror (``kd`` vs ``ce``, ``ce`` vs ``kd``: the same test) are one comparison and share one adjusted p.
+    Returns the size of the family."""
+    family: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for r in rows:
+        for ref in REFERENCES:
+            if d := r.get(f"vs_{ref}"):
+                family.setdefault(frozenset((r["method"], ref)), []).append(d)
+    for d in extra:
+        family.setdefault(frozenset((d["a"], d["b"])), []).append(d)
+    groups = list(family.values())
+    for group, adj in zip(groups, holm([g[0]["p_value"] for g in groups])):
+        for d in group:
+            d["p_holm"] = adj
+    return len(groups)
 
 
 def summarize(grid: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +127,8 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
         f"{'Higher' if sign > 0 else 'Lower'} is better. Checkpoints are selected on `{metric['val']}`; the test split is "
         "evaluated once per final run. Differences are paired over the same seeds (same data order, same starting "
         "weights), shown with their 95% t confidence interval; p: two-sided paired t-test (scipy), in brackets Holm-"
-        'adjusted over every comparison of the table and the extra pairs. "Beats" / "loses to" only where the '
+        "adjusted over the distinct comparisons of the table and the extra pairs (a pair and its mirror counted once). "
+        '"Beats" / "loses to" only where the '
         "Holm-adjusted p < 0.05.",
     ]
     lines += _prepare_section(grid, out, keys)
@@ -148,22 +163,23 @@ def _metric_section(
     test = {m: {s: r[key] for s, r in records[m].items()} for m in order}
     rows = _rows(records, test, key, val_key)
     extra = [dict(d, a=a, b=b) for a, b in grid.get("pairs", []) if (d := paired(test.get(a, {}), test.get(b, {})))]
-    _adjust(rows, extra)
+    family = _adjust(rows, extra)
     lines = ["", f"## {key}{unit}", "", *_table(rows, refs, grid["metric"]["val"], val_key, unit, scale, digits)]
-    lines += ["", *_verdicts(rows, refs, sign, scale, digits, key), *_extra_pairs(extra, sign, scale, digits)]
+    lines += ["", *_verdicts(rows, refs, sign, scale, digits, key, family), *_extra_pairs(extra, sign, scale, digits)]
     return lines, {"rows": rows, "extra_pairs": extra}
 
 
 def _table(rows: list[dict[str, Any]], refs: list[str], val: str, val_key: str, unit: str, scale: float, digits: int) -> list[str]:
     """The method table: test, validation and last-epoch test (mean ± std), the paired differences against each
-    reference, step and wall time, and the parent compute saved when the grid ran with the parent cache."""
+    reference, step and wall time, parameters while training and deployed, and the parent compute saved when the
+    grid ran with the parent cache."""
     vscale, vunit = scale_of(val_key.removesuffix("_best"))
     head = "".join(f" vs {r} (95% CI) | p (Holm) |" for r in refs)
     cached = any(r.get("parent_saved_s") for r in rows)  # a column only for grids run with the parent cache
     lines = [
-        f"| method | seeds | test{unit} | {val}{vunit} | last-epoch test{unit} |{head} step (s) | wall (s) |"
-        + (" parent compute saved (s) |" if cached else ""),
-        "|---|---|---|---|---|" + "---|---|" * len(refs) + "---|---|" + ("---|" if cached else ""),
+        f"| method | seeds | test{unit} | {val}{vunit} | last-epoch test{unit} |{head} step (s) | wall (s) | trainable params |"
+        " deployed params |" + (" parent compute saved (s) |" if cached else ""),
+        "|---|---|---|---|---|" + "---|---|" * len(refs) + "---|---|---|---|" + ("---|" if cached else ""),
     ]
     for r in rows:
         cells = "".join(f" {d} | {p} |" for d, p in (difference(r[f"vs_{ref}"], scale, digits) for ref in refs))
@@ -171,9 +187,15 @@ def _table(rows: list[dict[str, Any]], refs: list[str], val: str, val_key: str, 
         saved = (f" {statistics.mean(r['parent_saved_s']):.0f} |" if r.get("parent_saved_s") else " – |") if cached else ""
         lines.append(
             f"| {r['method']} | {len(r['seeds'])} | {mean_std(r['test'], scale, digits)} | {mean_std(r['val'], vscale, digits)} | "
-            f"{mean_std(r['test_last_epoch'], scale, digits)} |{cells} {step} | {statistics.mean(r['wall_s']):.0f} |{saved}"
+            f"{mean_std(r['test_last_epoch'], scale, digits)} |{cells} {step} | {statistics.mean(r['wall_s']):.0f} | "
+            f"{_count(r['trainable_params'])} | {_count(r['deployed_params'])} |{saved}"
         )
     return lines + (["", _cache_line(rows)] if cached else [])
+
+
+def _count(values: list[int]) -> str:
+    """A parameter count (the same for every seed of a method), or a range when seeds differ; "–" when not kept."""
+    return "–" if not values else f"{min(values):,}" if min(values) == max(values) else f"{min(values):,}–{max(values):,}"
 
 
 def _cache_line(rows: list[dict[str, Any]]) -> str:
@@ -258,36 +280,44 @@ def _search_section(grid: dict[str, Any], out: Path, order: list[str]) -> dict[s
     return {"lines": lines, "json": {"protocol": search, "chosen": picked, "trials": table}}
 
 
-def _verdicts(rows: list[dict[str, Any]], refs: list[str], sign: int, scale: float, digits: int, key: str) -> list[str]:
-    lines = [f"### Does HKT beat {', '.join(f'`{r}`' for r in refs)} on {key}? (Holm-adjusted)", ""]
-    for r in rows:
-        if not r["method"].startswith("hkt"):
-            continue
+def _verdicts(rows: list[dict[str, Any]], refs: list[str], sign: int, scale: float, digits: int, key: str, family: int) -> list[str]:
+    """One line per distinct comparison (HKT's first; a reference against an earlier one, e.g. `kd` vs `ce`): difference,
+    CI, p, the Holm verdict and what the CI rules out."""
+    pairs, seen = [], set()
+
+    def first(r: dict[str, Any]) -> tuple[bool, int]:  # HKT, other methods, then dkd, kd, ce: each pair named once
+        return not r["method"].startswith("hkt"), REFERENCES[::-1].index(r["method"]) if r["method"] in REFERENCES else -1
+
+    for r in sorted(rows, key=first):
         for ref in refs:
             d = r[f"vs_{ref}"]
-            if d is None:
-                continue
-            lines.append(
-                f"- `{r['method']}` {_verdict(d, sign, ref)}: {difference(d, scale, digits)[0]} over {d['n']} paired seeds, p "
-                f"{p_value(d['p_value'])}, Holm p {p_value(d['p_holm'])}."
-            )
-    return lines
+            if d is not None and frozenset((r["method"], ref)) not in seen:
+                seen.add(frozenset((r["method"], ref)))
+                pairs.append((r["method"], ref, d))
+    lines = [
+        f"### Verdicts on {key} (Holm over {family} distinct comparisons) and what each 95% CI rules out",
+        "",
+        "Each CI is per comparison (not simultaneous), so a CI that excludes 0 ranks nothing unless the Holm p < 0.05.",
+        "",
+    ]
+    return lines + [_verdict_line(a, b, d, sign, scale, digits) for a, b, d in pairs]
 
 
-def _verdict(d: dict[str, Any], sign: int, ref: str) -> str:
+def _verdict_line(a: str, b: str, d: dict[str, Any], sign: int, scale: float, digits: int) -> str:
     adjusted = d.get("p_holm", float("nan"))
     if adjusted == adjusted and adjusted < 0.05:
-        return ("beats" if sign * d["mean_diff"] > 0 else "loses to") + f" `{ref}`"
-    return f"is not significantly different from `{ref}`"
+        verdict = ("beats" if sign * d["mean_diff"] > 0 else "loses to") + f" `{b}`"
+    else:
+        verdict = f"is not significantly different from `{b}`"
+    return (
+        f"- `{a}` {verdict}: {difference(d, scale, digits)[0]} over {d['n']} paired seeds, p {p_value(d['p_value'])}, "
+        f"Holm p {p_value(adjusted)}; {bound(a, b, d, sign, scale, digits)}."
+    )
 
 
 def _extra_pairs(extra: list[dict[str, Any]], sign: int, scale: float, digits: int) -> list[str]:
     """Paired comparisons the grid asks for (``pairs: [[a, b], ...]``), e.g. two runs at another lr."""
-    lines = [
-        f"- `{d['a']}` vs `{d['b']}`: {difference(d, scale, digits)[0]} over {d['n']} paired seeds, p {p_value(d['p_value'])}, "
-        f"Holm p {p_value(d['p_holm'])}."
-        for d in extra
-    ]
+    lines = [_verdict_line(d["a"], d["b"], d, sign, scale, digits) for d in extra]
     return ["", "Other paired comparisons:", "", *lines] if lines else []
 
 
