@@ -3,12 +3,16 @@ separate-pass reference: both give the same losses and gradients, for CIFAR ResN
 whose skips cross the genes and a network whose stem runs on 2B rows; and the comparison fails when the speed-up
 is broken (BatchNorm no longer split per path)."""
 
+import logging
 from contextlib import nullcontext
 
 import pytest
 import torch
+from torch import nn
 
 from hkt.core import engines
+from hkt.core.gene import parse_genes
+from hkt.core.inheritance import Inheritance
 from hkt.methods import HKT
 from hkt.models import build_model
 
@@ -74,3 +78,39 @@ def test_the_comparison_fails_when_the_speed_up_is_broken(monkeypatch):
     monkeypatch.setattr(engines, "per_path_batchnorm", lambda *a, **k: nullcontext())  # BN pools both paths
     stacked, separate = both_engines(method.train(), x, y)
     assert not same(stacked, separate)
+
+
+class EchoStem(nn.Module):
+    """A child whose output also holds its stem feature twice (``2B`` rows of its own, from before the gene): the
+    stacked engine's row-count split would cut it in half."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.block, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 10)
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self.head(self.block(s).mean((2, 3))), torch.cat([s, s])
+
+
+def test_a_model_that_defeats_the_row_count_split_runs_the_reference(caplog):
+    torch.manual_seed(0)
+    parent, child, x = build_model("resnet8", width=8).eval(), EchoStem(), torch.randn(4, 3, 32, 32)
+    with caplog.at_level(logging.WARNING, logger="hkt"):
+        inh = Inheritance(parent, child, parse_genes(["layer1:block"]), x[:2])
+    assert not inh.stacked
+    assert (
+        "does not reproduce the separate-pass reference" in caplog.text
+        and "child[1]: shape (2, 4, 32, 32), the reference has (4, 4, 32, 32)" in caplog.text
+    )
+    out = inh(parent, child, x)
+    assert out.child[1].shape == (8, 4, 32, 32)  # the model's own 2B rows, untouched
+    inh.stacked = True  # what the row-count split alone would have returned
+    assert inh(parent, child, x).child[1].shape == (4, 4, 32, 32)
+
+
+def test_the_stacked_engine_is_kept_where_it_reproduces_the_reference(caplog):
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="hkt"):
+        method, _, _ = CASES["u-net, skips across genes"]()
+    assert method.inheritance.stacked and "does not reproduce" not in caplog.text

@@ -10,7 +10,9 @@
   there, with its native and inherited paths stacked along the batch from the first child gene on
   (``hkt.core.dual_path``). The parent then resumes from its last gene on the child's mix (and, with a KD term, on
   its own feature too, stacked), which gives the parent term with gradients flowing through the frozen parent into
-  the child. ``tests/core/test_engines.py`` checks that both give the same losses and gradients.
+  the child. It finds the stacked paths by their row count (``2 * B``), so ``Inheritance`` keeps it only where it
+  reproduces the reference on the example batch. ``tests/core/test_engines.py`` checks that both give the same
+  losses and gradients.
 
 Both return an :class:`Inherited`, whose fields name the outputs everywhere: ``child``, ``inherited``,
 ``parent_on_mix``, ``parent``.
@@ -41,7 +43,10 @@ class Inherited:
 
 
 class _ParentDone(Exception):
-    """Raised inside the parent's last gene hook when nothing downstream of it is needed: stops the parent there."""
+    """Raised inside the parent's last gene hook when nothing downstream of it is needed: stops the parent there.
+
+    An exception, because a forward hook cannot otherwise end a user's ``forward`` early: the alternative is to run
+    the parent's remaining blocks for nothing (the parent's head, or its whole last stage with stage genes)."""
 
 
 def batch_size(args: tuple[Any, ...]) -> int:

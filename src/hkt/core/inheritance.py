@@ -97,20 +97,34 @@ class Inheritance(nn.Module):
         self._rehearse(parent, child, as_args(example_input))
 
     def _rehearse(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
-        """Run one full inheritance pass on the example so that a model that cannot carry stacked paths
-        fails here, with an explanation, instead of in the first training step."""
-        try:
-            with self.rehearsal(child):
-                self(parent, child, args)
-        except RuntimeError as e:
-            raise GeneShapeError(
-                f"an inheritance pass with genes {[g.name for g in self.genes]} failed: {e}. After the first child "
-                "gene (and, with a KD term, after the parent's last gene) the batch carries two stacked paths (2B rows). "
-                "Skips from before the gene are shared by both paths when they enter a module call (as in hkt's U-Net), "
-                "but code that combines them with the stacked tensor inside one forward (e.g. torch.cat in a parent "
-                "module's forward) or fixes the batch size before the gene cannot take them. Call the skip-consuming "
-                "block as a module, move the first gene after such skips, or drop the stacked path (w_child=0 and kd_weight=0)."
-            ) from e
+        """Run the reference engine on the example, and the stacked one against it when the dry run chose it.
+
+        The stacked engine infers what to stack and split from row counts (``2 * B`` rows after the first gene), which a
+        model can defeat: a module that concatenates a skip from before the gene inside its own forward, or an output
+        that holds ``2 * B`` rows of the model's own. So the speed-up is used only where it reproduces the reference on
+        the example batch (eval mode); otherwise this logs why and every pass runs the reference. A model that the
+        reference cannot run fails here, with the reason, instead of in the first training step."""
+        with self.rehearsal(child):
+            try:
+                reference = SeparatePasses(self, parent, child, args).run()
+            except RuntimeError as e:
+                raise GeneShapeError(f"an inheritance pass with genes {[g.name for g in self.genes]} failed: {e}") from e
+            if not self.stacked:
+                return
+            try:
+                why = disagreement(StackedPass(self, parent, child, args).run(), reference)
+            except RuntimeError as e:
+                why = f"it failed ({e})"
+        if why:
+            self.stacked = False
+            log.warning(
+                "genes %s: the stacked engine (one parent pass) does not reproduce the separate-pass reference on the "
+                "example batch: %s; every step runs the reference instead (correct, about one parent and one child-stem "
+                "pass slower). Usual cause: code that combines a tensor from before the first gene with later ones inside "
+                "one forward (call that block as a module, or move the first gene after it).",
+                [g.name for g in self.genes],
+                why,
+            )
 
     @contextmanager
     def rehearsal(self, child: nn.Module) -> Iterator[None]:
@@ -162,3 +176,21 @@ class Inheritance(nn.Module):
         """
         engine = StackedPass if self.stacked else SeparatePasses
         return engine(self, parent, child, as_args(x)).run()
+
+
+def disagreement(fast: Inherited, reference: Inherited, tolerance: float = 1e-3) -> str | None:
+    """Why two passes' outputs differ (field and largest difference), or ``None`` when every tensor of every field
+    agrees within ``tolerance`` relative to the reference's largest magnitude (round-off of batched kernels)."""
+    for name in ("child", "inherited", "parent_on_mix", "parent"):
+        a, b = (torch.utils._pytree.tree_leaves(getattr(o, name)) for o in (fast, reference))
+        if len(a) != len(b):
+            return f"{name}: {len(a)} output elements, the reference has {len(b)}"
+        for k, (s, r) in enumerate(zip(a, b)):
+            if not isinstance(r, Tensor):
+                continue
+            if not isinstance(s, Tensor) or s.shape != r.shape:
+                return f"{name}[{k}]: shape {tuple(getattr(s, 'shape', ()))}, the reference has {tuple(r.shape)}"
+            diff = (s.float() - r.float()).abs().max().item() if r.numel() else 0.0
+            if not diff <= tolerance * (1.0 + r.float().abs().max().item()):
+                return f"{name}[{k}]: differs by up to {diff:.3g}"
+    return None
