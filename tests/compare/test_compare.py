@@ -1,6 +1,7 @@
 """``hkt compare`` on a seconds-long grid: prepare runs, methods x seeds, skip when finished, summary."""
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -58,6 +59,17 @@ def test_grid_runs_skips_finished_and_summarises(tmp_path, capsys):
     before = {p: p.stat().st_mtime for p in (tmp_path / "work").rglob("result.json")}
     assert main(["compare", "-c", str(path)]) == 0
     assert before == {p: p.stat().st_mtime for p in (tmp_path / "work").rglob("result.json")}
+    # a fresh checkout (no work_dir runs) resumes from the committed records: nothing is trained again
+    shutil.rmtree(tmp_path / "work" / "runs")
+    (results / "summary.md").unlink()
+    assert main(["compare", "-c", str(path)]) == 0
+    assert not (tmp_path / "work" / "runs").exists() and (results / "summary.md").read_text() == summary
+    # a committed record of another config is named, never kept or replaced silently
+    edited = json.loads((results / "runs/hkt/seed1.json").read_text())
+    edited["config"]["optim"]["lr"] = 0.5
+    (results / "runs/hkt/seed1.json").write_text(json.dumps(edited))
+    assert main(["compare", "-c", str(path)]) == 2
+    assert "runs/hkt/seed1.json was run with another config (optim differ" in capsys.readouterr().err
 
 
 def test_every_run_config_is_validated_before_training(tmp_path):

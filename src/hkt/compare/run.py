@@ -1,5 +1,5 @@
-"""``hkt compare``'s driver: prepare runs, the search, then every (method, seed) not yet finished, records copied to
-``out_dir`` as they finish and the summary rebuilt after each."""
+"""``hkt compare``'s driver: prepare runs, the search, then every (method, seed) not yet finished (no committed record
+in ``out_dir``), records copied to ``out_dir`` as they finish and the summary rebuilt after each."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hkt.compare.records import check_reproduced, publish
+from hkt.compare.records import check_reproduced, committed_run, publish
 from hkt.compare.search import tune
 from hkt.compare.spec import run_config
 from hkt.compare.summary import summarize
@@ -41,14 +41,19 @@ def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
         for name in grid["methods"]:
             if only and name not in only or searched is not None and name not in searched:
                 continue
+            cfg, path = run_config(grid, name, seed), out / "runs" / name / f"seed{seed}.json"
+            if committed_run(cfg, path) is not None:
+                continue
             print(f"[hkt compare] {name} seed {seed}", flush=True)
             try:
-                record = fit_or_resume(run_config(grid, name, seed))
+                record = fit_or_resume(cfg)
             except RunLockedError:  # another worker on the same grid has this run: take the next one
                 print(f"[hkt compare] {name} seed {seed}: another worker is running it; skipped", flush=True)
                 busy.append(f"{name}/seed{seed}")
                 continue
-            publish(record, out / "runs" / name / f"seed{seed}.json")
+            publish(record, path)
             summarize(grid)  # the summary is always current, even if the grid is stopped
+    if any((out / "runs").glob("*/seed*.json")):
+        summarize(grid)  # also when every run was committed already (a fresh checkout, or another worker's)
     if busy:
         print(f"[hkt compare] still running in other workers: {', '.join(busy)}; rerun to summarise them when done", flush=True)
