@@ -3,11 +3,13 @@ difference and the effect detectable with 80% power after Holm (planned as Bonfe
 strictest step of Holm), for 8 final seeds, across the paired standard deviations the committed grids measured.
 
     python benchmarks/power.py      # writes benchmarks/results/evidence_v3_design/power.{md,json}
+                                    # and, for the v3 grids with final runs, measured.{md,json}
 
 The paired sd of v3's regime (children from scratch) is not known before it runs: the tuning runs are one seed
 per setting and carry no seed-to-seed spread. The planning values are read from committed summaries: evidence v2's
 paired sds of HKT against kd (children fine-tuned, 0.06-0.38 points) and the from-scratch ViT smoke grid
 (compare_vit_child_cpu: hkt - kd over 3 seeds). The seeds needed for a 0.3-point half-width are given for each.
+After the runs, ``measured.md`` gives the same quantities at the paired sds the v3 grids measured.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ PAIRS = {  # pair: (methods, references); the Holm family counts each unordered 
     "A (ResNet-8)": (["ce", "kd", "kd_ls", "dkd", "dist", "hkt"], ["ce", "kd", "dkd"]),
     "B (ViT)": (["ce", "kd", "hkt"], ["ce", "kd"]),
 }
+GRIDS = {"A (ResNet-8)": "evidence_v3_resnet8", "B (ViT)": "evidence_v3_vit"}
 
 
 def family(methods: list[str], refs: list[str]) -> int:
@@ -104,6 +107,53 @@ def main() -> None:
         )
     write_atomic(OUT / "power.md", "\n".join(lines) + "\n")
     write_atomic(OUT / "power.json", json.dumps(table, indent=1) + "\n")
+    print("\n".join(lines))
+    measured()
+
+
+def measured() -> None:
+    """The same quantities at the paired sds each v3 grid measured, for every distinct comparison of its summary."""
+    table = []
+    for pair, grid in GRIDS.items():
+        path = RESULTS / grid / "summary.json"
+        if not path.is_file():
+            continue
+        rows = json.loads(path.read_text())["by_metric"]["test_acc"]["rows"]
+        m, seen = family(*PAIRS[pair]), set()
+        for r in rows:
+            for ref in PAIRS[pair][1]:
+                d = r.get(f"vs_{ref}")
+                if d is None or frozenset((r["method"], ref)) in seen:
+                    continue
+                seen.add(frozenset((r["method"], ref)))
+                sd, n = 100 * d["std_diff"], d["n"]
+                table.append(
+                    {
+                        "pair": pair,
+                        "comparison": f"{r['method']} - {ref}",
+                        "seeds": n,
+                        "sd": sd,
+                        "half_width": half_width(sd, n),
+                        "detectable": detectable(sd, n, 0.05 / m),
+                        "seeds_for_0.3": seeds_for(sd, 0.3),
+                    }
+                )
+    lines = [
+        "# Evidence v3: what the final seeds could detect, at the paired sds they measured",
+        "",
+        "`python benchmarks/power.py`. As in `power.md` (same family sizes), with each comparison's own paired sd from "
+        "its grid's committed summary instead of a planning value.",
+        "",
+        "| pair | comparison | seeds | paired sd | CI half-width | detectable (80% power) | seeds for a 0.3 half-width |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['pair']} | {r['comparison']} | {r['seeds']} | {r['sd']:.2f} | ±{r['half_width']:.2f} | "
+            f"{r['detectable']:.2f} | {r['seeds_for_0.3']} |"
+        )
+    write_atomic(OUT / "measured.md", "\n".join(lines) + "\n")
+    write_atomic(OUT / "measured.json", json.dumps(table, indent=1) + "\n")
     print("\n".join(lines))
 
 
