@@ -2,6 +2,8 @@
 transformers configs (no downloads), 3x32x32 inputs. Token genes, CNN <-> ViT pairs, NHWC stages, ModelOutput
 logits, the two engines agreeing, export, and the bad inputs of each."""
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -77,6 +79,23 @@ def test_cnn_stage_to_vit_block_leaves_the_class_token_native():
     q = torch.randn(2, 17, 96)
     mixed = inh.mix(0, q, torch.randn(2, 256, 2, 2))
     assert torch.equal(mixed[:, 0], q[:, 0]) and not torch.equal(mixed[:, 1:], q[:, 1:])
+
+
+def test_a_mix_that_cannot_reach_a_class_token_head_is_named(caplog):
+    """A CNN parent's map mixed only into a ViT's last block changes patch tokens that its class-token head never
+    reads: the inherit term would silently repeat the child term."""
+    parent = build_model("resnet20")
+    with caplog.at_level(logging.WARNING, logger="hkt"):
+        method = HKT(vit(48, depth=2), parent, genes=["layer3:blocks.1"], example_input=X[:2])
+    assert "does not change the child's output" in caplog.text
+    losses = step(method)
+    assert losses["inherit"] == pytest.approx(losses["child"], abs=1e-6)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hkt"):
+        method = HKT(vit(48, depth=2), parent, genes=["layer3:blocks.0"], example_input=X[:2])
+    assert "does not change" not in caplog.text
+    losses = step(method)
+    assert losses["inherit"] != losses["child"]
 
 
 def test_resnet56_stages_to_vit_blocks_the_grid_recipe_pair():

@@ -109,6 +109,7 @@ class Inheritance(nn.Module):
                 reference = SeparatePasses(self, parent, child, args).run()
             except RuntimeError as e:
                 raise GeneShapeError(f"an inheritance pass with genes {[g.name for g in self.genes]} failed: {e}") from e
+            self._check_mix_reaches_output(reference)
             if not self.stacked:
                 return
             try:
@@ -125,6 +126,20 @@ class Inheritance(nn.Module):
                 [g.name for g in self.genes],
                 why,
             )
+
+    def _check_mix_reaches_output(self, reference: Inherited) -> None:
+        """Warn when the inherited path's output equals the child's own: the mixes reach nothing the child outputs
+        (a ViT that classifies from its class token, with the only gene at its last block and a CNN parent, which has
+        no class token to give), so the inherit term is the child term again and only the parent term uses the genes."""
+        if reference.child is None or disagreement(reference.inherited, reference.child, tolerance=0.0, fields=None) is not None:
+            return
+        log.warning(
+            "genes %s: the inherited mix does not change the child's output on the example batch, so the inherit term "
+            "equals the child term and only the parent term reads these genes. Usual cause: a gene at a ViT's last "
+            "block whose mixed positions (patch tokens) do not reach its head (class-token pooling); add a gene at an "
+            "earlier block so the mix flows through the rest of the child.",
+            [g.name for g in self.genes],
+        )
 
     @contextmanager
     def rehearsal(self, child: nn.Module) -> Iterator[None]:
@@ -178,11 +193,12 @@ class Inheritance(nn.Module):
         return engine(self, parent, child, as_args(x)).run()
 
 
-def disagreement(fast: Inherited, reference: Inherited, tolerance: float = 1e-3) -> str | None:
+def disagreement(fast: Any, reference: Any, tolerance: float = 1e-3, fields: Sequence[str] | None = Inherited.FIELDS) -> str | None:
     """Why two passes' outputs differ (field and largest difference), or ``None`` when every tensor of every field
-    agrees within ``tolerance`` relative to the reference's largest magnitude (round-off of batched kernels)."""
-    for name in ("child", "inherited", "parent_on_mix", "parent"):
-        a, b = (torch.utils._pytree.tree_leaves(getattr(o, name)) for o in (fast, reference))
+    agrees within ``tolerance`` relative to the reference's largest magnitude (round-off of batched kernels). With
+    ``fields=None``, ``fast`` and ``reference`` are two outputs compared whole."""
+    for name in fields or ("output",):
+        a, b = (torch.utils._pytree.tree_leaves(getattr(o, name) if fields else o) for o in (fast, reference))
         if len(a) != len(b):
             return f"{name}: {len(a)} output elements, the reference has {len(b)}"
         for k, (s, r) in enumerate(zip(a, b)):
