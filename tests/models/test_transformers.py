@@ -206,6 +206,12 @@ def test_a_model_without_logits_fails_at_construction_naming_its_output():
         build_method("kd", hf_vit(48, 1, cls="ViTModel"), hf_vit(48, 2), X[:2])
 
 
+def test_a_vit_built_for_another_input_size_says_which_option_sizes_it():
+    parent, child = build_model("resnet8"), build_model("timm:vit_tiny_patch16_224", options=dict(depth=1, embed_dim=48, num_heads=3))
+    with pytest.raises(RuntimeError, match=r"patch_embed.*sized when it is built.*32x32: timm option img_size"):
+        build_method("hkt", child, parent, X[:2], genes=["layer3:blocks.0"])
+
+
 def test_unknown_hub_names_list_close_ones():
     with pytest.raises(ValueError, match="timm has no model 'vit_tiny_patch16_22'.*vit_tiny_patch16_224"):
         build_model("timm:vit_tiny_patch16_22")

@@ -105,12 +105,52 @@ def trace_blocks(model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...],
 
         return hook
 
-    with hooks(model, {g.path(role): make(g) for g in genes}, role):
+    with hooks(model, {g.path(role): make(g) for g in genes}, role), naming_failures(model, role, input_size(args)):
         model(*args)
     missing = [g.path(role) for g in genes if g.path(role) not in store]
     if missing:
         raise GeneShapeError(f"{role} block(s) {missing} never ran during a forward pass; choose blocks on the forward path")
     return store, calls
+
+
+class DryRunError(RuntimeError):
+    """A model failed its dry run; the message names the module that was running."""
+
+
+@contextmanager
+def naming_failures(model: nn.Module, role: str, size: tuple[int, int] | None) -> Iterator[None]:
+    """While active, a failure inside ``model``'s forward (someone else's code: any exception) becomes one
+    ``DryRunError`` naming the innermost module that was running, with the fix where one is known."""
+    running: list[str] = []
+
+    def enter(path: str):
+        return lambda _m, _a: running.append(path)
+
+    def leave(_m: nn.Module, _a: Any, _out: Any) -> None:  # returns None: the output is not touched
+        running.pop()
+
+    handles = []
+    for path, module in model.named_modules():
+        if path:
+            handles += [module.register_forward_pre_hook(enter(path)), module.register_forward_hook(leave)]
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 (any failure of someone else's model is reported with where it happened)
+        if isinstance(e, (GeneShapeError, DryRunError)):
+            raise
+        where = f"in module {running[-1]!r} ({type(model.get_submodule(running[-1])).__name__})" if running else "before any module ran"
+        fix = ""
+        if size and any("embed" in path for path in running):  # a transformer's patch grid is fixed when it is built
+            fix = (
+                "; a transformer's patch grid and position embeddings are sized when it is built: build it for this input "
+                f"({size[0]}x{size[1]}: timm option img_size, Hugging Face option image_size) or give it inputs of its size"
+            )
+        raise DryRunError(
+            f"{role} ({type(model).__name__}) failed its dry run {where}: {type(e).__name__}: {str(e).rstrip('.')}{fix}"
+        ) from None
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @dataclass

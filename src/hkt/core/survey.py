@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hkt.core.extract import as_args
+from hkt.core.extract import as_args, hooks, naming_failures
 from hkt.core.kinds import FeatureKind, GeneShapeError, Hint, infer_kind, input_size, model_hint
 from hkt.core.outputs import read
 
@@ -40,43 +40,25 @@ class Block:
         return f"{self.shape} ({self.note})" if self.shape is not None else self.note
 
 
-class DryRunError(RuntimeError):
-    """A model failed its dry run; the message names the module that was running."""
-
-
 def survey(model: nn.Module, example_input: Any, role: str) -> tuple[list[Block], tuple[int, ...]]:
     """Every module of ``model`` that ran on ``example_input``, in firing order (first call), with its kind; and
     the shape of the model's output (its logits)."""
     args, size, hint = as_args(example_input), input_size(example_input), model_hint(model)
     outputs: dict[str, Any] = {}
-    running: list[str] = []
-    handles = []
 
-    def enter(path: str):
-        return lambda _m, _a: running.append(path)
-
-    def leave(path: str):
+    def keep(path: str):
         def hook(_m: nn.Module, _a: Any, out: Any) -> None:  # returns None: the output is only read
             outputs.setdefault(path, out)
-            running.pop()
 
         return hook
 
-    for path, module in model.named_modules():
-        if path:
-            handles += [module.register_forward_pre_hook(enter(path)), module.register_forward_hook(leave(path))]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), hooks(model, {p: keep(p) for p, _ in model.named_modules() if p}, role), naming_failures(model, role, size):
             final = read(model(*args), None, f"{role} output")
-    except Exception as e:  # noqa: BLE001 (any failure of someone else's model is reported with where it happened)
-        where = f"in module {running[-1]!r} ({type(model.get_submodule(running[-1])).__name__})" if running else "before any module ran"
-        raise DryRunError(f"{role} ({type(model).__name__}) failed its dry run {where}: {type(e).__name__}: {e}") from None
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
     blocks = []
     for path, out in outputs.items():
         try:
