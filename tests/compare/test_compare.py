@@ -64,6 +64,14 @@ def test_grid_runs_skips_finished_and_summarises(tmp_path, capsys):
     (results / "summary.md").unlink()
     assert main(["compare", "-c", str(path)]) == 0
     assert not (tmp_path / "work" / "runs").exists() and (results / "summary.md").read_text() == summary
+    # every parent-reading run names its parent by content; two contents under one parent spec stop the summary
+    hashes = {json.loads((results / f"runs/hkt/seed{k}.json").read_text())["parent_weights"] for k in (0, 1)}
+    assert len(hashes) == 1 and "Parent weights, by content" in summary and next(iter(hashes))[:12] in summary
+    other = json.loads((results / "runs/hkt/seed0.json").read_text())
+    (results / "runs/hkt/seed0.json").write_text(json.dumps({**other, "parent_weights": "0" * 32}))
+    assert main(["compare", "-c", str(path), "--summarize-only"]) == 2
+    assert "was read with 2 different weights (000000000000: runs/hkt/seed0" in capsys.readouterr().err
+    (results / "runs/hkt/seed0.json").write_text(json.dumps(other, indent=1, default=str))
     # a committed record of another config is named, never kept or replaced silently
     edited = json.loads((results / "runs/hkt/seed1.json").read_text())
     edited["config"]["optim"]["lr"] = 0.5

@@ -57,12 +57,45 @@ def committed_run(cfg: dict[str, Any], path: Path) -> dict[str, Any] | None:
     return record
 
 
+def parent_weights(grid: dict[str, Any]) -> dict[str, list[str]]:
+    """``{parent spec: [weight hashes]}`` over every committed final run and trial record that names its parent's
+    weights (``parent_weights``, a hash of every tensor). Raises when one spec (an arch and its weights path or name)
+    was read with two different contents in one grid: a prepare run retrained to another checkpoint, a weights file
+    replaced under its name. The grid's runs would then compare methods under different parents."""
+    seen: dict[str, dict[str, list[str]]] = {}
+    for method, runs in load_records(grid["out_dir"]).items():
+        for seed, r in runs.items():
+            if "parent_weights" in r:
+                spec = json.dumps(r["config"]["parent"], sort_keys=True)
+                seen.setdefault(spec, {}).setdefault(r["parent_weights"], []).append(f"runs/{method}/seed{seed}")
+    for method in grid["methods"]:
+        spec = json.dumps({**grid["common"].get("parent", {}), **(grid["methods"][method].get("parent") or {})}, sort_keys=True)
+        for t in trial_records(grid["out_dir"], method) if grid.get("search") else []:
+            for h in t.get("parent_weights", []):
+                seen.setdefault(spec, {}).setdefault(h, []).append(f"search/{method}/trial{t['trial']}")
+    for spec, by_hash in seen.items():
+        if len(by_hash) > 1:
+            which = "; ".join(f"{h[:12]}: {', '.join(where[:3])}{' ...' if len(where) > 3 else ''}" for h, where in by_hash.items())
+            raise RuntimeError(
+                f"{grid['out_dir']}: parent {spec} was read with {len(by_hash)} different weights ({which}); "
+                "the runs of one grid must share their parent: rerun the minority, or split the grid"
+            )
+    return {spec: sorted(by_hash) for spec, by_hash in seen.items()}
+
+
 def publish(record: dict[str, Any], path: Path) -> None:
     write_atomic(path, json.dumps(record, indent=1, default=str))
 
 
 def publish_trial(
-    grid: dict[str, Any], method: str, number: int, params: dict[str, Any], values: dict[int, float], mean: float, wall: float
+    grid: dict[str, Any],
+    method: str,
+    number: int,
+    params: dict[str, Any],
+    values: dict[int, float],
+    mean: float,
+    wall: float,
+    parents: list[str] = (),
 ) -> None:
     record = {
         "method": method,
@@ -72,6 +105,7 @@ def publish_trial(
         "val_mean": mean,
         "fit_wall_s": wall,
         "sampler": grid["search"].get("sampler", "sobol"),
+        **({"parent_weights": parents} if parents else {}),
     }
     write_atomic(Path(grid["out_dir"]) / "search" / method / f"trial{number}.json", json.dumps(record, indent=1))
 

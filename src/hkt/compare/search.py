@@ -150,25 +150,26 @@ def open_study(grid: dict[str, Any], method: str) -> Any:
     return study, dists
 
 
-def _objective(grid: dict[str, Any], method: str, number: int, params: dict[str, Any]) -> tuple[float, dict[int, float], float]:
-    """Mean validation metric of ``params`` over the tuning seeds, the values per seed and the summed training
-    wall time (s); the test split is never evaluated."""
+def _objective(grid: dict[str, Any], method: str, number: int, params: dict[str, Any]) -> tuple[float, dict[int, float], float, list[str]]:
+    """Mean validation metric of ``params`` over the tuning seeds, the values per seed, the summed training
+    wall time (s) and the parents' weight hashes; the test split is never evaluated."""
     val_key = f"{grid['metric']['val'].replace('/', '_')}_best"
-    values, wall = {}, 0.0
+    values, wall, parents = {}, 0.0, []
     for seed in grid["search"]["tuning_seeds"]:
         record = fit_or_resume(trial_config(grid, method, seed, params, trial=number), evaluate_test=False)
         values[seed] = float(record[val_key])
         wall += float(record["fit_wall_s"])
-    return sum(values.values()) / len(values), values, wall
+        parents += [record["parent_weights"]] if "parent_weights" in record else []
+    return sum(values.values()) / len(values), values, wall, sorted(set(parents))
 
 
 def _run_trial(grid: dict[str, Any], method: str, study: Any, number: int, params: dict[str, Any]) -> None:
     """Train and record one trial, holding its folder's lock throughout (its runs are locked one at a time):
     ``RunLockedError`` when another worker on this machine has it."""
     with RunLock(Path(grid["work_dir"]) / "tune" / method / f"trial{number}"):
-        mean, values, wall = _objective(grid, method, number, params)
+        mean, values, wall, parents = _objective(grid, method, number, params)
         study.tell(number, mean, skip_if_finished=True)
-        publish_trial(grid, method, number, params, values, mean, wall)
+        publish_trial(grid, method, number, params, values, mean, wall, parents)
 
 
 def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[str, Any]]:

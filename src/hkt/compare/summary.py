@@ -17,7 +17,7 @@ from scipy.stats import t as student_t
 from scipy.stats import ttest_rel
 
 from hkt.compare.format import bound, difference, mean_std, p_value, scale_of, settings
-from hkt.compare.records import chosen, load_records, trial_records
+from hkt.compare.records import chosen, load_records, parent_weights, trial_records
 from hkt.compare.sampler import SAMPLERS
 from hkt.io import savefig, write_atomic
 
@@ -138,6 +138,13 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     for key in keys:
         section, by_metric[key] = _metric_section(grid, records, order, key, val_key)
         lines += section
+    if parents := parent_weights(grid):  # raises when one parent spec was read with two contents
+        lines += [
+            "",
+            "Parent weights, by content (hash of every tensor, from the records that name it): "
+            + "; ".join(f"{_parent_name(spec)}: {', '.join(h[:12] for h in hashes)}" for spec, hashes in parents.items())
+            + ".",
+        ]
     lines += ["", *_hkt_diagnostics(records, order)]
     if any(r.get("epochs") for m in order for r in records[m].values()):
         lines += [
@@ -150,6 +157,11 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     _plots(records, order, grid, out)
     return summary
+
+
+def _parent_name(spec: str) -> str:
+    parent = json.loads(spec)
+    return f"`{parent.get('arch')}` ({parent.get('weights') or 'random initialisation'})"
 
 
 def _metric_section(

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from hkt.core.outputs import read_logits
+from hkt.core.parent_cache import GB, ParentCache, parent_fingerprint, stored_bytes
 from hkt.io import RunLock, load_torch, write_atomic
 from hkt.io.lock import is_secondary_rank
 from hkt.methods import INTERNAL, METHODS, build_method
@@ -72,8 +73,6 @@ def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
 def attach_parent_cache(method: Any, cfg: dict[str, Any], data: Any, example: Any) -> None:
     """Serve ``method``'s parent reads from the cache of ``cfg["parent_cache"]``; fails before training when the
     cache cannot be read (``read_only``) or the run's estimated shards would pass ``max_gb``."""
-    from hkt.core.parent_cache import GB, ParentCache, stored_bytes
-
     options = cfg["parent_cache"]
     if method.parent is None:
         return
@@ -304,6 +303,8 @@ def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[
         "trainable_params": sum(p.numel() for p in module.method.learnable_parameters()),
         **summary,
     }
+    if module.method.parent is not None:  # which parent, by content: a path or a name can hide another file
+        record["parent_weights"] = parent_fingerprint(module.method.parent)["weights"]
     if module.method.parent_cache is not None:
         record["parent_cache"] = module.method.parent_cache.summary()
         log.info(
