@@ -212,6 +212,13 @@ def test_a_vit_built_for_another_input_size_says_which_option_sizes_it():
         build_method("hkt", child, parent, X[:2], genes=["layer3:blocks.0"])
 
 
+def test_options_that_size_the_head_or_stem_are_refused_not_overwritten():
+    with pytest.raises(ValueError, match=r"hf:ViTForImageClassification: options num_labels=5 size what the data sizes \(num_labels=10"):
+        build_model("hf:ViTForImageClassification", num_classes=10, options=dict(num_labels=5, hidden_size=48))
+    with pytest.raises(ValueError, match=r"timm:vit_tiny_patch16_224: options in_chans=1 .*in_chans=3"):
+        build_model("timm:vit_tiny_patch16_224", options=dict(in_chans=1, depth=1))
+
+
 def test_unknown_hub_names_list_close_ones():
     with pytest.raises(ValueError, match="timm has no model 'vit_tiny_patch16_22'.*vit_tiny_patch16_224"):
         build_model("timm:vit_tiny_patch16_22")

@@ -26,9 +26,23 @@ def _require(module: str, extra: str) -> Any:
         raise ImportError(f"{module} is not installed; install it with `pip install hkt[{extra}]` (or `pip install {module}`)") from None
 
 
+def _refuse_data_options(model: str, options: dict[str, Any], owned: dict[str, int]) -> None:
+    """The head and the stem are sized from the data (classes, channels): an option that sizes them too would be
+    overwritten silently (Hugging Face) or clash (timm), so it is refused, naming the value the data gives."""
+    clash = {k: v for k, v in options.items() if k in owned or k in ("id2label", "label2id")}
+    if clash:
+        given = ", ".join(f"{k}={v!r}" for k, v in clash.items())
+        sized = ", ".join(f"{k}={v}" for k, v in owned.items())
+        raise ValueError(
+            f"{model}: options {given} size what the data sizes ({sized}, from the dataset; data.num_classes overrides "
+            "the class count); remove them from the options"
+        )
+
+
 def timm_model(name: str, num_classes: int, in_channels: int, weights: str | None, options: dict[str, Any]) -> nn.Module:
     """``timm.create_model(name, num_classes, in_chans, **options)``; ``weights='timm:pretrained'`` downloads timm's."""
     timm = _require("timm", "timm")
+    _refuse_data_options(f"timm:{name}", options, {"num_classes": num_classes, "in_chans": in_channels})
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
         raise ValueError(f"timm has no model {name!r}" + (f"; close names: {', '.join(close)}" if close else "; see timm.list_models()"))
@@ -68,6 +82,7 @@ def hf_model(spec: str, num_classes: int, in_channels: int, options: dict[str, A
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
         close = difflib.get_close_matches(name, [n for n in dir(transformers) if n.endswith(("Model", "ForImageClassification"))], n=5)
         raise ValueError(f"transformers has no model class {name!r}" + (f"; close names: {', '.join(close)}" if close else ""))
+    _refuse_data_options(f"hf:{name}", options, {"num_labels": num_classes, "num_channels": in_channels})
     config = _hf_config(cls, source or None, options, num_classes, in_channels)
     if source and (Path(source) / "model.safetensors").is_file():
         return cls.from_pretrained(source, config=config, use_safetensors=True)
