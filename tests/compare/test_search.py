@@ -117,14 +117,14 @@ def test_grid_sampler_runs_every_point_once_through_ask_and_tell(tmp_path, monke
     space = {"optim.lr": {"choices": [0.01, 0.02, 0.04]}}
     ce = {"ce": {"method": {"name": "ce"}, "parent": {"arch": None, "weights": None}}}
     grid = load_grid(grid_with_search(tmp_path, {"trials": 3, "tuning_seeds": [7], "sampler": "grid", "space": space}, ce))
-    monkeypatch.setattr(search_mod, "_objective", lambda g, m, n, p: (p["optim.lr"], {7: p["optim.lr"]}, 0.0))
+    monkeypatch.setattr(search_mod, "_objective", lambda g, m, n, p: (p["optim.lr"], {7: p["optim.lr"]}, 0.0, []))
     assert search_mod.tune(grid) == {"ce": {"optim.lr": 0.04}}
     assert sorted(r["params"]["optim.lr"] for r in trial_records(grid["out_dir"], "ce")) == [0.01, 0.02, 0.04]
 
 
 def _fake_objective(g, m, n, p):
     value = -abs(p["optim.lr"] - 0.01)  # any pure function of the candidate
-    return value, {7: value}, 0.0
+    return value, {7: value}, 0.0, []  # mean, per seed, wall, parents' weight hashes
 
 
 def test_candidates_depend_only_on_the_trial_number_whatever_the_kills(tmp_path, monkeypatch):

@@ -58,21 +58,22 @@ def committed_run(cfg: dict[str, Any], path: Path) -> dict[str, Any] | None:
 
 
 def parent_weights(grid: dict[str, Any]) -> dict[str, list[str]]:
-    """``{parent spec: [weight hashes]}`` over every committed final run and trial record that names its parent's
-    weights (``parent_weights``, a hash of every tensor). Raises when one spec (an arch and its weights path or name)
-    was read with two different contents in one grid: a prepare run retrained to another checkpoint, a weights file
-    replaced under its name. The grid's runs would then compare methods under different parents."""
+    """``{parent spec as the grid writes it: [weight hashes]}`` over every committed final run and trial record that
+    names its parent's weights (``parent_weights``, a hash of every tensor). Raises when one spec (an arch and its
+    weights: a path, a name, a ``@prepare`` reference) was read with two different contents in one grid: a prepare run
+    retrained to another checkpoint, a weights file replaced under its name. The grid's runs would then compare
+    methods under different parents."""
     seen: dict[str, dict[str, list[str]]] = {}
-    for method, runs in load_records(grid["out_dir"]).items():
-        for seed, r in runs.items():
+    finals = load_records(grid["out_dir"])
+    for method, options in grid["methods"].items():
+        common, own = (grid.get("common") or {}).get("parent") or {}, (options or {}).get("parent") or {}
+        by_hash = seen.setdefault(json.dumps({**common, **own}, sort_keys=True), {})
+        for seed, r in finals.get(method, {}).items():
             if "parent_weights" in r:
-                spec = json.dumps(r["config"]["parent"], sort_keys=True)
-                seen.setdefault(spec, {}).setdefault(r["parent_weights"], []).append(f"runs/{method}/seed{seed}")
-    for method in grid["methods"]:
-        spec = json.dumps({**grid["common"].get("parent", {}), **(grid["methods"][method].get("parent") or {})}, sort_keys=True)
+                by_hash.setdefault(r["parent_weights"], []).append(f"runs/{method}/seed{seed}")
         for t in trial_records(grid["out_dir"], method) if grid.get("search") else []:
             for h in t.get("parent_weights", []):
-                seen.setdefault(spec, {}).setdefault(h, []).append(f"search/{method}/trial{t['trial']}")
+                by_hash.setdefault(h, []).append(f"search/{method}/trial{t['trial']}")
     for spec, by_hash in seen.items():
         if len(by_hash) > 1:
             which = "; ".join(f"{h[:12]}: {', '.join(where[:3])}{' ...' if len(where) > 3 else ''}" for h, where in by_hash.items())
@@ -80,7 +81,7 @@ def parent_weights(grid: dict[str, Any]) -> dict[str, list[str]]:
                 f"{grid['out_dir']}: parent {spec} was read with {len(by_hash)} different weights ({which}); "
                 "the runs of one grid must share their parent: rerun the minority, or split the grid"
             )
-    return {spec: sorted(by_hash) for spec, by_hash in seen.items()}
+    return {spec: sorted(by_hash) for spec, by_hash in seen.items() if by_hash}
 
 
 def publish(record: dict[str, Any], path: Path) -> None:

@@ -41,8 +41,6 @@ class Inherited:
     parent_on_mix: Any = None  # the frozen parent's blocks after its last gene, on the child's mix (the parent term)
     parent: Any = None  # the parent's own output
 
-    FIELDS = ("child", "inherited", "parent_on_mix", "parent")
-
 
 class _ParentDone(Exception):
     """Raised inside the parent's last gene hook when nothing downstream of it is needed: stops the parent there.

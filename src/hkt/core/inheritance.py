@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -131,7 +132,7 @@ class Inheritance(nn.Module):
         """Warn when the inherited path's output equals the child's own: the mixes reach nothing the child outputs
         (a ViT that classifies from its class token, with the only gene at its last block and a CNN parent, which has
         no class token to give), so the inherit term is the child term again and only the parent term uses the genes."""
-        if reference.child is None or disagreement(reference.inherited, reference.child, tolerance=0.0, fields=None) is not None:
+        if reference.child is None or differs(reference.inherited, reference.child, tolerance=0.0):
             return
         log.warning(
             "genes %s: the inherited mix does not change the child's output on the example batch, so the inherit term "
@@ -193,20 +194,26 @@ class Inheritance(nn.Module):
         return engine(self, parent, child, as_args(x)).run()
 
 
-def disagreement(fast: Any, reference: Any, tolerance: float = 1e-3, fields: Sequence[str] | None = Inherited.FIELDS) -> str | None:
-    """Why two passes' outputs differ (field and largest difference), or ``None`` when every tensor of every field
-    agrees within ``tolerance`` relative to the reference's largest magnitude (round-off of batched kernels). With
-    ``fields=None``, ``fast`` and ``reference`` are two outputs compared whole."""
-    for name in fields or ("output",):
-        a, b = (torch.utils._pytree.tree_leaves(getattr(o, name) if fields else o) for o in (fast, reference))
-        if len(a) != len(b):
-            return f"{name}: {len(a)} output elements, the reference has {len(b)}"
-        for k, (s, r) in enumerate(zip(a, b)):
-            if not isinstance(r, Tensor):
-                continue
-            if not isinstance(s, Tensor) or s.shape != r.shape:
-                return f"{name}[{k}]: shape {tuple(getattr(s, 'shape', ()))}, the reference has {tuple(r.shape)}"
-            diff = (s.float() - r.float()).abs().max().item() if r.numel() else 0.0
-            if not diff <= tolerance * (1.0 + r.float().abs().max().item()):
-                return f"{name}[{k}]: differs by up to {diff:.3g}"
+def disagreement(fast: Inherited, reference: Inherited) -> str | None:
+    """Why two passes differ (the first field and element that does), or ``None`` when they agree up to round-off."""
+    for f in fields(Inherited):
+        if why := differs(getattr(fast, f.name), getattr(reference, f.name), f.name):
+            return why
+    return None
+
+
+def differs(a: Any, b: Any, name: str = "output", tolerance: float = 1e-3) -> str | None:
+    """Why two (nested) outputs differ: element count, shape, or a difference beyond ``tolerance`` relative to the
+    reference ``b``'s largest magnitude (round-off of batched kernels; 0 asks for equality); ``None`` when they agree."""
+    a, b = torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)
+    if len(a) != len(b):
+        return f"{name}: {len(a)} output elements, the reference has {len(b)}"
+    for k, (s, r) in enumerate(zip(a, b)):
+        if not isinstance(r, Tensor):
+            continue
+        if not isinstance(s, Tensor) or s.shape != r.shape:
+            return f"{name}[{k}]: shape {tuple(getattr(s, 'shape', ()))}, the reference has {tuple(r.shape)}"
+        diff = (s.float() - r.float()).abs().max().item() if r.numel() else 0.0
+        if not diff <= tolerance * (1.0 + r.float().abs().max().item()):
+            return f"{name}[{k}]: differs by up to {diff:.3g}"
     return None
