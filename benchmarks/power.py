@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from scipy.stats import nct
 from scipy.stats import t as student_t
@@ -71,43 +72,50 @@ def planning_sds() -> dict[str, float]:
     return out
 
 
+def power(sd: float, n: int, family_size: int) -> dict[str, float]:
+    """What ``n`` paired seeds at paired sd ``sd`` can see, in a Holm family of ``family_size``."""
+    return {
+        "sd": sd,
+        "seeds": n,
+        "half_width": half_width(sd, n),
+        "detectable": detectable(sd, n, 0.05 / family_size),
+        "seeds_for_0.3": seeds_for(sd, 0.3),
+    }
+
+
+def write_table(name: str, heading: list[str], first: list[str], table: list[dict[str, Any]]) -> None:
+    """``OUT/<name>.md`` (``heading``, then one row per entry: its ``first`` columns, then the power columns) and
+    ``OUT/<name>.json``."""
+    lines = [
+        *heading,
+        "",
+        f"| {' | '.join(first)} | sd | seeds | CI half-width | detectable (80% power) | seeds for a 0.3 half-width |",
+        "|---" * (len(first) + 5) + "|",
+    ]
+    for r in table:
+        cells = [str(r[c]) for c in first]
+        cells += [f"{r['sd']:.2f}", str(r["seeds"]), f"±{r['half_width']:.2f}", f"{r['detectable']:.2f}", str(r["seeds_for_0.3"])]
+        lines.append(f"| {' | '.join(cells)} |")
+    write_atomic(OUT / f"{name}.md", "\n".join(lines) + "\n")
+    write_atomic(OUT / f"{name}.json", json.dumps(table, indent=1) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     sds = planning_sds()
     table = []
     for pair, (methods, refs) in PAIRS.items():
         m = family(methods, refs)
-        for source, sd in sds.items():
-            table.append(
-                {
-                    "pair": pair,
-                    "family": m,
-                    "source": source,
-                    "sd": sd,
-                    "seeds": SEEDS,
-                    "half_width": half_width(sd, SEEDS),
-                    "detectable": detectable(sd, SEEDS, 0.05 / m),
-                    "seeds_for_0.3": seeds_for(sd, 0.3),
-                }
-            )
-    lines = [
+        table += [{"pair": pair, "Holm family": m, "planning sd from": source, **power(sd, SEEDS, m)} for source, sd in sds.items()]
+    heading = [
         "# Evidence v3: what 8 final seeds can detect (stated before the runs)",
         "",
         "`python benchmarks/power.py`. Paired differences in test accuracy points. Half-width: of the paired 95% t CI with "
         f"{SEEDS} seeds. Detectable: the true difference a two-sided paired t-test finds with 80% power at alpha = 0.05 / "
         "(family size), Holm's strictest step (Holm is never stricter, so these bound what the design can see). The Holm "
         "family counts each unordered pair of a method and a reference once.",
-        "",
-        "| pair | Holm family | planning sd from | sd | CI half-width | detectable (80% power) | seeds for a 0.3 half-width |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for r in table:
-        lines.append(
-            f"| {r['pair']} | {r['family']} | {r['source']} | {r['sd']:.2f} | ±{r['half_width']:.2f} | {r['detectable']:.2f} | "
-            f"{r['seeds_for_0.3']} |"
-        )
-    write_atomic(OUT / "power.md", "\n".join(lines) + "\n")
-    write_atomic(OUT / "power.json", json.dumps(table, indent=1) + "\n")
-    print("\n".join(lines))
+    write_table("power", heading, ["pair", "Holm family", "planning sd from"], table)
     measured()
 
 
@@ -118,43 +126,20 @@ def measured() -> None:
         path = RESULTS / grid / "summary.json"
         if not path.is_file():
             continue
-        rows = json.loads(path.read_text())["by_metric"]["test_acc"]["rows"]
         m, seen = family(*PAIRS[pair]), set()
-        for r in rows:
+        for r in json.loads(path.read_text())["by_metric"]["test_acc"]["rows"]:
             for ref in PAIRS[pair][1]:
                 d = r.get(f"vs_{ref}")
-                if d is None or frozenset((r["method"], ref)) in seen:
-                    continue
-                seen.add(frozenset((r["method"], ref)))
-                sd, n = 100 * d["std_diff"], d["n"]
-                table.append(
-                    {
-                        "pair": pair,
-                        "comparison": f"{r['method']} - {ref}",
-                        "seeds": n,
-                        "sd": sd,
-                        "half_width": half_width(sd, n),
-                        "detectable": detectable(sd, n, 0.05 / m),
-                        "seeds_for_0.3": seeds_for(sd, 0.3),
-                    }
-                )
-    lines = [
+                if d is not None and frozenset((r["method"], ref)) not in seen:
+                    seen.add(frozenset((r["method"], ref)))
+                    table.append({"pair": pair, "comparison": f"{r['method']} - {ref}", **power(100 * d["std_diff"], d["n"], m)})
+    heading = [
         "# Evidence v3: what the final seeds could detect, at the paired sds they measured",
         "",
         "`python benchmarks/power.py`. As in `power.md` (same family sizes), with each comparison's own paired sd from "
         "its grid's committed summary instead of a planning value.",
-        "",
-        "| pair | comparison | seeds | paired sd | CI half-width | detectable (80% power) | seeds for a 0.3 half-width |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for r in table:
-        lines.append(
-            f"| {r['pair']} | {r['comparison']} | {r['seeds']} | {r['sd']:.2f} | ±{r['half_width']:.2f} | "
-            f"{r['detectable']:.2f} | {r['seeds_for_0.3']} |"
-        )
-    write_atomic(OUT / "measured.md", "\n".join(lines) + "\n")
-    write_atomic(OUT / "measured.json", json.dumps(table, indent=1) + "\n")
-    print("\n".join(lines))
+    write_table("measured", heading, ["pair", "comparison"], table)
 
 
 if __name__ == "__main__":
