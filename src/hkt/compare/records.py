@@ -40,21 +40,20 @@ def chosen(grid: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def committed_run(cfg: dict[str, Any], path: Path) -> dict[str, Any] | None:
-    """The committed record of a final run at ``path``, or ``None`` when there is none. A fresh checkout has no
-    ``work_dir``, so the committed records are what a grid resumes from: a run is never trained twice. A record whose
-    config is not ``cfg`` (the grid changed since) is an error, never silently kept or replaced."""
+def is_committed(cfg: dict[str, Any], path: Path) -> bool:
+    """Whether the final run of ``cfg`` has its committed record at ``path``. A fresh checkout has no ``work_dir``,
+    so the committed records are what a grid resumes from: a run is never trained twice. A record whose config is
+    not ``cfg`` (the grid changed since) is an error, never silently kept or replaced."""
     if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    old = record.get("config", {})
+        return False
+    old = json.loads(path.read_text()).get("config", {})
     if old != cfg:
         differ = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
         raise RuntimeError(
             f"{path} was run with another config ({', '.join(differ)} differ, e.g. {differ[0]}: committed "
             f"{old.get(differ[0])!r}, now {cfg.get(differ[0])!r}); restore the grid file, or move {path} away to run it again"
         )
-    return record
+    return True
 
 
 def parent_weights(grid: dict[str, Any]) -> dict[str, list[str]]:

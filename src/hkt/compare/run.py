@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hkt.compare.records import check_reproduced, committed_run, publish
+from hkt.compare.records import check_reproduced, is_committed, publish
 from hkt.compare.search import tune
 from hkt.compare.spec import run_config
 from hkt.compare.summary import summarize
@@ -29,7 +29,7 @@ def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
                 time.sleep(5)
         check_reproduced(record, out / "prepare" / f"{name}.json")
         publish(record, out / "prepare" / f"{name}.json")
-    busy = []
+    busy, published = [], False
     searched = None
     if grid.get("search") is not None:
         searched = tune(grid, only)
@@ -42,7 +42,7 @@ def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
             if only and name not in only or searched is not None and name not in searched:
                 continue
             cfg, path = run_config(grid, name, seed), out / "runs" / name / f"seed{seed}.json"
-            if committed_run(cfg, path) is not None:
+            if is_committed(cfg, path):
                 continue
             print(f"[hkt compare] {name} seed {seed}", flush=True)
             try:
@@ -53,7 +53,8 @@ def run_grid(grid: dict[str, Any], only: list[str] | None = None) -> None:
                 continue
             publish(record, path)
             summarize(grid)  # the summary is always current, even if the grid is stopped
-    if any((out / "runs").glob("*/seed*.json")):
-        summarize(grid)  # also when every run was committed already (a fresh checkout, or another worker's)
+            published = True
+    if not published and any((out / "runs").glob("*/seed*.json")):
+        summarize(grid)  # every run was committed already (a fresh checkout, or another worker's)
     if busy:
         print(f"[hkt compare] still running in other workers: {', '.join(busy)}; rerun to summarise them when done", flush=True)
