@@ -5,6 +5,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from hkt.compare.format import bound, difference, mean_std, p_value
 from hkt.compare.summary import REFERENCES
 
@@ -114,17 +116,32 @@ def test_headline_bounds_are_the_committed_cis():
     assert len(upper) == 4 and f"over tuned `kd` is below +{max(upper):.2f} points in all four grids" in headline
 
 
-def test_evidence_v3_headline_is_its_summary():
-    """Pair B's bold headline names exactly the rivals hkt beats after Holm, says kd vs ce as the summary does, and
-    the CI bounds of the sentence after it are the committed ones."""
+def listed(names: list[str]) -> str:
+    """```a`, `b` and `c``` as the README writes a list of methods."""
+    quoted = [f"`{n}`" for n in names]
+    return " and ".join(quoted) if len(quoted) < 3 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+@pytest.mark.parametrize("pair, grid", [("A", "evidence_v3_resnet8"), ("B", "evidence_v3_vit")])
+def test_evidence_v3_headlines_are_their_summaries(pair, grid):
+    """Each pair's bold headline names exactly the rivals hkt beats and loses to after Holm and those it does not
+    differ from significantly, and the sentence after it gives each significant difference's committed CI."""
     text = (ROOT / "README.md").read_text()
-    source = "benchmarks/results/evidence_v3_vit/summary.md"
-    rows = {r["method"]: r for r in summary_rows(source)}
-    headline = " ".join(re.search(r"\*\*Evidence v3, pair B (.*?)\*\*", text, re.S).group(1).split())
-    beaten = [ref for ref in ("ce", "kd") if rows["hkt"][f"vs_{ref}"]["p_holm"] < 0.05 and rows["hkt"][f"vs_{ref}"]["mean_diff"] > 0]
-    assert beaten == ["ce", "kd"] and "`hkt` beats `ce` and `kd`" in headline
-    assert rows["kd"]["vs_ce"]["p_holm"] >= 0.05 and "`kd` is not significantly different from `ce`" in headline
+    rows = {r["method"]: r for r in summary_rows(f"benchmarks/results/{grid}/summary.md")}
+    headline = " ".join(re.search(rf"\*\*Evidence v3, pair {pair} (.*?)\*\*", text, re.S).group(1).split())
+    verdicts = {"beats": [], "loses to": [], "is not significantly different from": []}
+    for ref in REFERENCES:
+        d = rows["hkt"].get(f"vs_{ref}")
+        if d is not None:
+            key = "is not significantly different from" if d["p_holm"] >= 0.05 else "beats" if d["mean_diff"] > 0 else "loses to"
+            verdicts[key].append(ref)
+    for verb, refs in verdicts.items():
+        assert (f"`hkt` {verb} " in headline) == bool(refs), f"pair {pair}: '{verb}' said of the wrong rivals ({refs})"
+        assert not refs or f"`hkt` {verb} {listed(refs)}" in headline, f"pair {pair}: hkt {verb} {listed(refs)}"
     after = " ".join(text.split()).split(headline, 1)[1].split("<!--")[0]
-    for ref in ("ce", "kd"):
+    for ref in verdicts["beats"] + verdicts["loses to"]:
         lo, hi = (100 * c for c in rows["hkt"][f"vs_{ref}"]["ci95"])
-        assert f"between +{lo:.2f} and +{hi:.2f} points over `{ref}`" in after, ref
+        said = f"between +{lo:.2f} and +{hi:.2f} points over `{ref}`" if lo > 0 else f"between {-hi:.2f} and {-lo:.2f} points to `{ref}`"
+        assert said in after, f"pair {pair}: {said}"
+    if pair == "B":
+        assert rows["kd"]["vs_ce"]["p_holm"] >= 0.05 and "`kd` is not significantly different from `ce`" in headline
