@@ -117,7 +117,7 @@ def test_headline_bounds_are_the_committed_cis():
 
 
 def listed(names: list[str]) -> str:
-    """```a`, `b` and `c``` as the README writes a list of methods."""
+    """A list of methods as the README writes it: backquoted, commas, "and" before the last."""
     quoted = [f"`{n}`" for n in names]
     return " and ".join(quoted) if len(quoted) < 3 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
@@ -145,3 +145,8 @@ def test_evidence_v3_headlines_are_their_summaries(pair, grid):
         assert said in after, f"pair {pair}: {said}"
     if pair == "B":
         assert rows["kd"]["vs_ce"]["p_holm"] >= 0.05 and "`kd` is not significantly different from `ce`" in headline
+    if pair == "A":  # its headline also ranks the rivals: dkd above all, the others indistinct where compared
+        assert "`dkd` beats all five others" in headline
+        assert all(rows[m]["vs_dkd"]["p_holm"] < 0.05 and rows[m]["vs_dkd"]["mean_diff"] < 0 for m in rows if m != "dkd")
+        assert "`kd`, `kd_ls` and `dist` are not significantly different from `ce` or from each other where compared" in headline
+        assert all(rows[m][f"vs_{ref}"]["p_holm"] >= 0.05 for m in ("kd", "kd_ls", "dist") for ref in ("ce", "kd") if m != ref)
