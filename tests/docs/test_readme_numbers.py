@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hkt.compare.format import bound, difference, mean_std, p_value
+from hkt.compare.format import bound, difference, mean_std, p_value, verdict
 from hkt.compare.summary import REFERENCES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +40,11 @@ def expected_cells(row):
     return [mean_std(row["test"], 100.0, 2), *vs]
 
 
+def bold(text: str, opening: str) -> str:
+    """The bold README paragraph after ``**<opening>``, whitespace-normalised."""
+    return " ".join(re.search(rf"\*\*{re.escape(opening)}(.*?)\*\*", text, re.S).group(1).split())
+
+
 def test_readme_tables_equal_their_summaries():
     tables = cited_tables((ROOT / "README.md").read_text())
     assert len(tables) >= 2  # evidence v2: Fashion-MNIST and CIFAR-10, budgets 1 and 2 each
@@ -56,7 +61,7 @@ def test_headline_verdict_matches_the_adjusted_statistics():
     the README cites; it must agree with those grids' summaries: no win claimed over ce or kd unless one exists, and
     every win named with its rival."""
     text = (ROOT / "README.md").read_text()
-    headline = " ".join(re.search(r"\*\*Evidence v2: (.*?)\*\*", text, re.S).group(1).split())
+    headline = bold(text, "Evidence v2: ")
     wins = []
     for source, _ in [t for t in cited_tables(text) if "evidence_v2" in t[0]]:
         for row in summary_rows(source):
@@ -112,7 +117,7 @@ def test_headline_bounds_are_the_committed_cis():
             assert sentence == bound(a, b, d, 1, 100.0, 2), f"{source}: {a} vs {b}"
             if (a, b) == ("hkt", "kd") and "evidence_v2" in source:
                 upper.append(d["ci95"][1] * 100)
-    headline = " ".join(re.search(r"\*\*Evidence v2: (.*?)\*\*", text, re.S).group(1).split())
+    headline = bold(text, "Evidence v2: ")
     assert len(upper) == 4 and f"over tuned `kd` is below +{max(upper):.2f} points in all four grids" in headline
 
 
@@ -128,13 +133,11 @@ def test_evidence_v3_headlines_are_their_summaries(pair, grid):
     differ from significantly, and the sentence after it gives each significant difference's committed CI."""
     text = (ROOT / "README.md").read_text()
     rows = {r["method"]: r for r in summary_rows(f"benchmarks/results/{grid}/summary.md")}
-    headline = " ".join(re.search(rf"\*\*Evidence v3, pair {pair} (.*?)\*\*", text, re.S).group(1).split())
+    headline = bold(text, f"Evidence v3, pair {pair} ")
     verdicts = {"beats": [], "loses to": [], "is not significantly different from": []}
     for ref in REFERENCES:
-        d = rows["hkt"].get(f"vs_{ref}")
-        if d is not None:
-            key = "is not significantly different from" if d["p_holm"] >= 0.05 else "beats" if d["mean_diff"] > 0 else "loses to"
-            verdicts[key].append(ref)
+        if rows["hkt"].get(f"vs_{ref}") is not None:
+            verdicts[verdict(rows["hkt"][f"vs_{ref}"], 1)].append(ref)
     for verb, refs in verdicts.items():
         assert (f"`hkt` {verb} " in headline) == bool(refs), f"pair {pair}: '{verb}' said of the wrong rivals ({refs})"
         assert not refs or f"`hkt` {verb} {listed(refs)}" in headline, f"pair {pair}: hkt {verb} {listed(refs)}"
@@ -144,9 +147,11 @@ def test_evidence_v3_headlines_are_their_summaries(pair, grid):
         said = f"between +{lo:.2f} and +{hi:.2f} points over `{ref}`" if lo > 0 else f"between {-hi:.2f} and {-lo:.2f} points to `{ref}`"
         assert said in after, f"pair {pair}: {said}"
     if pair == "B":
-        assert rows["kd"]["vs_ce"]["p_holm"] >= 0.05 and "`kd` is not significantly different from `ce`" in headline
+        said = verdict(rows["kd"]["vs_ce"], 1)
+        assert said == "is not significantly different from" and f"`kd` {said} `ce`" in headline
     if pair == "A":  # its headline also ranks the rivals: dkd above all, the others indistinct where compared
         assert "`dkd` beats all five others" in headline
-        assert all(rows[m]["vs_dkd"]["p_holm"] < 0.05 and rows[m]["vs_dkd"]["mean_diff"] < 0 for m in rows if m != "dkd")
+        assert all(verdict(rows[m]["vs_dkd"], 1) == "loses to" for m in rows if m != "dkd")
         assert "`kd`, `kd_ls` and `dist` are not significantly different from `ce` or from each other where compared" in headline
-        assert all(rows[m][f"vs_{ref}"]["p_holm"] >= 0.05 for m in ("kd", "kd_ls", "dist") for ref in ("ce", "kd") if m != ref)
+        pairs = [(m, ref) for m in ("kd", "kd_ls", "dist") for ref in ("ce", "kd") if m != ref]
+        assert all(verdict(rows[m][f"vs_{ref}"], 1) == "is not significantly different from" for m, ref in pairs)

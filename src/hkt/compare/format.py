@@ -35,6 +35,16 @@ def difference(d: dict[str, Any] | None, scale: float, digits: int) -> tuple[str
     )
 
 
+def verdict(d: dict[str, Any], sign: int) -> str:
+    """How ``a`` compares with ``b`` after Holm, from their paired difference ``d``: ``"beats"``, ``"loses to"`` or
+    ``"is not significantly different from"`` (a ranking only where the Holm-adjusted p < 0.05; ``sign`` -1: lower
+    is better)."""
+    adjusted = d.get("p_holm", float("nan"))
+    if adjusted == adjusted and adjusted < 0.05:
+        return "beats" if sign * d["mean_diff"] > 0 else "loses to"
+    return "is not significantly different from"
+
+
 def bound(a: str, b: str, d: dict[str, Any], sign: int, scale: float, digits: int) -> str:
     """What the 95% CI of the paired difference ``a - b`` rules out, as a clause: ``"`hkt`'s gain over `kd` is below
     +0.20 points and its loss below 0.48 points: the 95% CI rules out larger effects, not a zero one"``. A gain is

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from scipy.stats import t as student_t
 from scipy.stats import ttest_rel
 
-from hkt.compare.format import bound, difference, mean_std, p_value, scale_of, settings
+from hkt.compare.format import bound, difference, mean_std, p_value, scale_of, settings, verdict
 from hkt.compare.records import chosen, load_records, parent_weights, trial_records
 from hkt.compare.sampler import SAMPLERS
 from hkt.io import savefig, write_atomic
@@ -316,14 +316,9 @@ def _verdicts(rows: list[dict[str, Any]], refs: list[str], sign: int, scale: flo
 
 
 def _verdict_line(a: str, b: str, d: dict[str, Any], sign: int, scale: float, digits: int) -> str:
-    adjusted = d.get("p_holm", float("nan"))
-    if adjusted == adjusted and adjusted < 0.05:
-        verdict = ("beats" if sign * d["mean_diff"] > 0 else "loses to") + f" `{b}`"
-    else:
-        verdict = f"is not significantly different from `{b}`"
     return (
-        f"- `{a}` {verdict}: {difference(d, scale, digits)[0]} over {d['n']} paired seeds, p {p_value(d['p_value'])}, "
-        f"Holm p {p_value(adjusted)}; {bound(a, b, d, sign, scale, digits)}."
+        f"- `{a}` {verdict(d, sign)} `{b}`: {difference(d, scale, digits)[0]} over {d['n']} paired seeds, "
+        f"p {p_value(d['p_value'])}, Holm p {p_value(d.get('p_holm', float('nan')))}; {bound(a, b, d, sign, scale, digits)}."
     )
 
 
