@@ -11,6 +11,7 @@ from hkt.losses import kd_loss
 from hkt.methods.at import AT
 from hkt.methods.base import Method
 from hkt.methods.ce import CE
+from hkt.methods.deit import DeiT
 from hkt.methods.dist import DIST
 from hkt.methods.dkd import DKD
 from hkt.methods.fitnet import FitNet
@@ -23,6 +24,7 @@ METHODS: dict[str, type[Method]] = {
     "kd": KD,
     "dkd": DKD,
     "dist": DIST,
+    "deit": DeiT,
     "fitnet": FitNet,
     "at": AT,
     "reviewkd": ReviewKD,
@@ -69,4 +71,4 @@ def build_method(name: str, child: nn.Module, parent: nn.Module | None, example_
     return method
 
 
-__all__ = ["AT", "CE", "DIST", "DKD", "FitNet", "HKT", "KD", "METHODS", "Method", "ReviewKD", "build_method", "kd_loss"]
+__all__ = ["AT", "CE", "DIST", "DeiT", "DKD", "FitNet", "HKT", "KD", "METHODS", "Method", "ReviewKD", "build_method", "kd_loss"]
