@@ -183,7 +183,7 @@ def test_genes_names_the_module_where_a_dry_run_failed_and_close_architecture_na
 def test_hkt_methods_lists_every_method_and_prints_one_methods_options(capsys):
     assert main(["methods"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert listed == ["ce", "kd", "dkd", "dist", "fitnet", "at", "reviewkd", "hkt"]
+    assert listed == ["ce", "kd", "dkd", "dist", "deit", "fitnet", "at", "reviewkd", "hkt"]
     assert main(["methods", "dkd"]) == 0
     out = capsys.readouterr().out
     assert "Decoupled Knowledge Distillation" in out and "Args:" in out and "  warmup_unit: 'epochs'" in out

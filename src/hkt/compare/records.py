@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hkt.io import write_atomic
+from hkt.io import read_json, write_atomic
 
 
 def load_records(out_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -19,7 +19,9 @@ def load_records(out_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
 
 
 def trial_records(out_dir: str | Path, method: str) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(Path(out_dir, "search", method).glob("trial*.json"), key=lambda p: int(p.stem[5:]))]
+    """The readable trial records of ``method``, by trial number (an unreadable one is logged and left out: redone)."""
+    paths = sorted(Path(out_dir, "search", method).glob("trial*.json"), key=lambda p: int(p.stem[5:]))
+    return [r for r in map(read_json, paths) if r is not None]
 
 
 def complete(grid: dict[str, Any]) -> bool:
@@ -44,9 +46,10 @@ def is_committed(cfg: dict[str, Any], path: Path) -> bool:
     """Whether the final run of ``cfg`` has its committed record at ``path``. A fresh checkout has no ``work_dir``,
     so the committed records are what a grid resumes from: a run is never trained twice. A record whose config is
     not ``cfg`` (the grid changed since) is an error, never silently kept or replaced."""
-    if not path.is_file():
+    record = read_json(path)
+    if record is None:  # none, or unreadable (named in the log): the run is redone and its record written again
         return False
-    old = json.loads(path.read_text()).get("config", {})
+    old = record.get("config", {})
     if old != cfg:
         differ = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
         raise RuntimeError(

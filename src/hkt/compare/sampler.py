@@ -19,6 +19,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from scipy.stats import qmc
 
 from hkt.config import ConfigError
+from hkt.io import kill_point
 
 SAMPLERS = {
     "sobol": "scrambled Sobol point n for trial n (seeded per method)",
@@ -67,6 +68,7 @@ def trial_indexed_sobol(space: dict[str, Any], seed: int) -> Any:
             return dict(space)
 
         def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+            kill_point("search:params")  # the trial exists in the storage, RUNNING, without its parameters
             return candidate(space, seed, trial.number)
 
         def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:

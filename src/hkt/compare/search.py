@@ -56,7 +56,7 @@ from hkt.compare.sampler import candidate, method_seed, refusing_sampler, trial_
 from hkt.compare.space import distribution, spaces
 from hkt.compare.spec import trial_config
 from hkt.config import ConfigError
-from hkt.io import RunLock, RunLockedError
+from hkt.io import RunLock, RunLockedError, kill_point
 from hkt.training.run import fit_or_resume
 
 
@@ -168,19 +168,41 @@ def _run_trial(grid: dict[str, Any], method: str, study: Any, number: int, param
     ``RunLockedError`` when another worker on this machine has it."""
     with RunLock(Path(grid["work_dir"]) / "tune" / method / f"trial{number}"):
         mean, values, wall, parents = _objective(grid, method, number, params)
+        kill_point("search:trained")
         study.tell(number, mean, skip_if_finished=True)
+        kill_point("search:told")
         publish_trial(grid, method, number, params, values, mean, wall, parents)
+
+
+def _params(grid: dict[str, Any], method: str, dists: dict[str, Any], trial: Any) -> dict[str, Any]:
+    """The parameters trial ``trial`` must train with. Under ``sobol`` they are recomputed from its number, so a trial
+    whose parameters never reached the storage (its worker was killed inside ``ask``) still trains its own candidate.
+    Under ``grid`` a trial without every parameter cannot be trusted: it fails the search, naming it."""
+    search = grid["search"]
+    if search.get("sampler", "sobol") == "sobol":
+        drawn = candidate(dists, method_seed(search.get("seed", 0), method), trial.number)
+        return {k: drawn[k] for k in dists}  # the grid's order, as Optuna reports a trial's parameters
+    if set(trial.params) != set(dists):
+        raise ConfigError(
+            f"method {method!r}: trial {trial.number} lacks parameter(s) {sorted(set(dists) - set(trial.params))} in the study "
+            f"(its worker stopped while asking for it); delete the study {grid.get('name', 'grid')}::{method} to search again"
+        )
+    return dict(trial.params)
 
 
 def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Run (or resume) each method's search to ``search.trials`` finished trials; return ``{method: chosen params}``
-    for the methods whose search is complete. Records of every trial go to ``out_dir/search/<method>/``."""
+    for the methods whose search is complete. Records of every trial go to ``out_dir/search/<method>/``.
+
+    A trial left behind by a killed worker on this machine is finished here, whatever the point of the kill: running
+    (resumed with its number's parameters), or told but not yet recorded (its record is rebuilt from its runs'
+    results, which are read, not retrained)."""
     trials, host = grid["search"]["trials"], socket.gethostname()
     for method in grid["methods"]:
         if only and method not in only:
             continue
         study, dists = open_study(grid, method)
-        _restore(study, dists, grid, method)
+        _restore(study, dists, grid, method, host)
         budget = [t for t in study.get_trials(deepcopy=False) if t.number < trials]
         ended = {t.number: t.state.name.lower() for t in budget if t.state not in (TrialState.COMPLETE, TrialState.RUNNING)}
         if ended:  # a number of the budget that can never finish: the budget could not be filled
@@ -188,37 +210,50 @@ def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[
                 f"method {method!r}: trial(s) of the budget ended without a value in the study ({ended}); "
                 f"delete the study {study.study_name!r} to search again"
             )
-        for frozen in budget:  # left running by a crash: resumed on the machine that holds its runs' locks
-            if frozen.state == TrialState.RUNNING and frozen.user_attrs.get("host", host) == host:
-                print(f"[hkt compare] tune {method}: resuming trial {frozen.number} {frozen.params}", flush=True)
-                try:
-                    _run_trial(grid, method, study, frozen.number, frozen.params)
-                except RunLockedError:
-                    continue  # another worker on this machine is on it
+        recorded = {r["trial"] for r in trial_records(grid["out_dir"], method)}
+        for left in budget:  # left running, or told but unrecorded, by a crash: finished on the machine that holds its runs
+            if left.user_attrs.get("host", host) != host or left.state == TrialState.COMPLETE and left.number in recorded:
+                continue
+            params = _params(grid, method, dists, left)
+            print(f"[hkt compare] tune {method}: resuming trial {left.number} {params}", flush=True)
+            try:
+                _run_trial(grid, method, study, left.number, params)
+            except RunLockedError:
+                continue  # another worker on this machine is on it
         while len(study.get_trials(deepcopy=False)) < trials:
+            kill_point("search:ask")
             trial = study.ask(dists)
             if trial.number >= trials:  # another worker took the last number between our count and our ask
                 study.tell(trial, state=TrialState.FAIL)
                 break
             trial.set_user_attr("host", host)
-            print(f"[hkt compare] tune {method}: trial {trial.number} {trial.params}", flush=True)
+            params = _params(grid, method, dists, trial)
+            print(f"[hkt compare] tune {method}: trial {trial.number} {params}", flush=True)
             try:
-                _run_trial(grid, method, study, trial.number, trial.params)
+                _run_trial(grid, method, study, trial.number, params)
             except RunLockedError:
                 continue  # a restarted worker on this machine took it up first
     return chosen(grid)
 
 
-def _restore(study: Any, dists: dict[str, Any], grid: dict[str, Any], method: str) -> None:
+def _restore(study: Any, dists: dict[str, Any], grid: dict[str, Any], method: str, host: str) -> None:
     """A new study (another machine, a fresh checkout: the database lives in the uncommitted work_dir) starts from
     the committed trial records, so finished trials are never rerun and trial numbers stay the same. Under the
-    sobol sampler each record must be the candidate of its number: anything else means the space or seed changed."""
+    sobol sampler each record must be the candidate of its number: anything else means the space or seed changed.
+    A number whose record is missing or unreadable (a full disk) is restored as running, to be redone here."""
     if study.trials:
         return
     search = grid["search"]
-    for number, record in enumerate(trial_records(grid["out_dir"], method)):
-        if record["trial"] != number:
-            raise ConfigError(f"committed trials of {method!r} skip number {number}: {Path(grid['out_dir']) / 'search' / method}")
+    records = {r["trial"]: r for r in trial_records(grid["out_dir"], method)}
+    for number in range(max(records, default=-1) + 1):
+        record = records.get(number)
+        if record is None:
+            if search.get("sampler", "sobol") != "sobol":
+                raise ConfigError(f"committed trials of {method!r} skip number {number}: {Path(grid['out_dir']) / 'search' / method}")
+            params = candidate(dists, method_seed(search.get("seed", 0), method), number)
+            redo = optuna.trial.create_trial(params=params, distributions=dists, state=TrialState.RUNNING, user_attrs={"host": host})
+            study.add_trial(redo)
+            continue
         if search.get("sampler", "sobol") == "sobol" and record.get("sampler") == "sobol":
             expected = candidate(dists, method_seed(search.get("seed", 0), method), number)
             changed = sorted(k for k in set(expected) | set(record["params"]) if expected.get(k) != record["params"].get(k))

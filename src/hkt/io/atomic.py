@@ -3,11 +3,15 @@ so a reader (or a crash) never sees a half-written file."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from hkt.io.kill import kill_point
 
 
 def _umask_mode() -> int:
@@ -33,6 +37,7 @@ def write_with(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:  # data on disk before the rename makes it visible
             os.fsync(f.fileno())
+        kill_point(f"write:{path.name}")  # the crash tests' "killed while writing": the target is still the old file
         publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -41,6 +46,19 @@ def write_with(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file (results, summaries) atomically, UTF-8."""
     write_with(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def read_json(path: str | os.PathLike) -> Any | None:
+    """The JSON document at ``path``; ``None`` when there is none, or when it cannot be read (truncated by a full disk,
+    or by a writer that bypassed :func:`write_atomic`), which is logged naming the file: its producer is redone."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        logging.getLogger("hkt").warning("%s cannot be read (%s); the run that wrote it is redone", path, e)
+        return None
 
 
 def save_array(path: str | os.PathLike, array: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 
 from hkt.io import write_atomic
+from hkt.training.metrics_log import MetricsCSV, as_row
 
 
 def epoch_line(row: dict[str, float], epochs: int, seconds: float) -> str:
@@ -27,8 +28,16 @@ def epoch_line(row: dict[str, float], epochs: int, seconds: float) -> str:
 
 
 class History(L.Callback):
-    def __init__(self, path: Path) -> None:
+    """Per-epoch metrics, step times and (``log``) the metrics CSV's rows, in ``history.json`` and in every checkpoint.
+
+    Checkpoints are written in ``on_train_epoch_end``, before Lightning logs the epoch's training means (it logs them
+    after that hook), so each checkpoint also carries that pending row: a run resumed from it logs exactly the rows
+    of an uninterrupted one."""
+
+    def __init__(self, path: Path, log: MetricsCSV) -> None:
         self.path = path
+        self.csv = log
+        self.pending_row: dict[str, Any] | None = None
         self.epochs: list[dict[str, float]] = []
         self.step_times: list[float] = []
         self._t0 = self._epoch_t0 = 0.0
@@ -49,6 +58,11 @@ class History(L.Callback):
             if k.startswith("val/") or k.endswith("_epoch") or k.startswith("gate/") or (k.startswith("train/") and k != "train/loss_step"):
                 row[k.removesuffix("_epoch")] = float(v)
         self.epochs.append(row)
+        # what Lightning logs once the epoch-end hooks are done (LoggerConnector.update_train_epoch_metrics): the
+        # epoch's on_epoch metrics, at the last stepped batch. Lightning offers no public handle on it.
+        pending = dict(trainer._logger_connector.metrics["log"])
+        pending.setdefault("epoch", trainer.current_epoch)
+        self.pending_row = as_row(pending, trainer.fit_loop.epoch_loop._batches_that_stepped - 1) if len(pending) > 1 else None
         if trainer.is_global_zero:
             write_atomic(self.path, json.dumps(self.summary(), indent=1))
             logging.getLogger("hkt").info(epoch_line(row, trainer.max_epochs, time.perf_counter() - self._epoch_t0))
@@ -58,7 +72,9 @@ class History(L.Callback):
         return {"epochs": self.epochs, "median_step_s": statistics.median(steady) if steady else None}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "step_times": self.step_times}
+        return {"epochs": self.epochs, "step_times": self.step_times, "log_rows": self.csv.rows + [r for r in [self.pending_row] if r]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epochs, self.step_times = list(state["epochs"]), list(state["step_times"])
+        if not self.csv.rows:  # a resume; testing the best checkpoint restores callbacks too, and must not drop rows
+            self.csv.rows = list(state.get("log_rows", []))

@@ -3,9 +3,7 @@ config, fail on bad input before training starts, and write results atomically."
 
 from __future__ import annotations
 
-import csv
 import inspect
-import io
 import json
 import logging
 import time
@@ -15,17 +13,18 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from hkt.core.outputs import read_logits
 from hkt.core.parent_cache import GB, ParentCache, parent_fingerprint, stored_bytes
-from hkt.io import RunLock, load_torch, write_atomic
+from hkt.io import RunLock, kill_point, load_torch, read_json, write_atomic
 from hkt.io.lock import is_secondary_rank
 from hkt.methods import INTERNAL, METHODS, build_method
 from hkt.tasks import Task, build_task
 from hkt.training.checkpoint_io import AtomicCheckpointIO
 from hkt.training.fast_path import channels_last, check_precision, compile_nets
 from hkt.training.history import History
+from hkt.training.kill_points import KillPoints
+from hkt.training.metrics_log import MetricsCSV
 from hkt.training.module import MethodModule, NonFiniteLossError
 
 log = logging.getLogger("hkt")
@@ -138,7 +137,7 @@ def check_checkpoint(module: MethodModule, ckpt: dict[str, Any], path: Path) -> 
 
 
 def _loggers(out: Path) -> list[Any]:
-    loggers: list[Any] = [CSVLogger(str(out), name="logs", version="")]
+    loggers: list[Any] = [MetricsCSV(out)]
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -156,48 +155,28 @@ def make_trainer(cfg: dict[str, Any]) -> tuple[L.Trainer, ModelCheckpoint, Histo
     best = ModelCheckpoint(ckpt_dir, filename="best", monitor=task.monitor, mode=task.mode, save_top_k=1, enable_version_counter=False)
     # every epoch, whatever the validation score: what --resume continues from
     last = ModelCheckpoint(ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    history = History(out / "history.json")
+    loggers = _loggers(out)
+    history = History(out / "history.json", loggers[0])
     trainer = L.Trainer(
         default_root_dir=str(out),
-        logger=_loggers(out),
-        callbacks=[best, last, history],
+        logger=loggers,
+        callbacks=[best, last, history, KillPoints()],
         plugins=[AtomicCheckpointIO()],
         **cfg["trainer"],
     )
     return trainer, best, history
 
 
-def _rotate_logs(out: Path) -> Path | None:
-    """Lightning's CSV logger deletes an existing ``metrics.csv``; keep it as ``metrics.<n>.csv`` (the backup,
-    returned) so that ``_join_logs`` can carry its rows over."""
+def _rotate_logs(out: Path) -> None:
+    """Keep the interrupted run's ``metrics.csv`` as ``metrics.<n>.csv``; the resumed run's ``metrics.csv`` starts
+    from the rows its checkpoint carries (``History``), so it holds every epoch in order."""
     csv = out / "logs" / "metrics.csv"
     if not csv.is_file():
-        return None
+        return
     n = 1
     while (csv.parent / f"metrics.{n}.csv").exists():
         n += 1
     csv.rename(csv.parent / f"metrics.{n}.csv")
-    return csv.parent / f"metrics.{n}.csv"
-
-
-def _join_logs(out: Path, backup: Path | None, resumed_at: int) -> None:
-    """After a resume, ``metrics.csv`` holds every epoch in order: the backup's rows of the epochs before
-    ``resumed_at`` (the rows of the interrupted epoch are replaced by the resumed run's), then this run's rows."""
-    current = out / "logs" / "metrics.csv"
-    if backup is None or not backup.is_file():
-        return
-    with open(backup, newline="") as f:
-        old = [r for r in csv.DictReader(f) if r.get("epoch") not in (None, "") and int(float(r["epoch"])) < resumed_at]
-    new: list[dict[str, str]] = []
-    if current.is_file():
-        with open(current, newline="") as f:
-            new = list(csv.DictReader(f))
-    fields = list(dict.fromkeys(k for r in old + new for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(old + new)
-    write_atomic(current, buf.getvalue())
 
 
 def resolved_options(cfg: dict[str, Any], method: Any) -> dict[str, Any]:
@@ -242,6 +221,12 @@ def _advice(out: Path, cfg: dict[str, Any]) -> str:
     )
 
 
+def _same_run(recorded: dict[str, Any], cfg: dict[str, Any]) -> bool:
+    """Whether a finished run's recorded config is ``cfg``, wherever the folder now lies (``out_dir`` aside)."""
+    now = json.loads(json.dumps(cfg, default=str))
+    return {k: v for k, v in recorded.items() if k != "out_dir"} == {k: v for k, v in now.items() if k != "out_dir"}
+
+
 def fit(cfg: dict[str, Any], resume: bool = False, evaluate_test: bool = True) -> dict[str, Any]:
     """Train, select on validation, test once; returns (and writes ``out_dir/result.json``) the record.
 
@@ -255,31 +240,33 @@ def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     out = Path(cfg["out_dir"])
     last = out / "checkpoints" / "last.ckpt"
-    if (out / "result.json").exists() and not resume:
+    finished = read_json(out / "result.json")  # None also when unreadable (named in the log): the run is then finished again
+    if finished is not None and not resume:
         raise FileExistsError(f"{out} already holds a finished run; pass --resume to continue it or choose another out_dir")
+    if finished is not None and _same_run(finished.get("config") or {}, cfg):
+        log.info("%s already finished: %s (nothing retrained)", out, out / "result.json")
+        return finished  # a changed config (more epochs, a lower lr) continues from last.ckpt instead
     if last.exists() and not resume:
         raise FileExistsError(f"{out} holds an interrupted run ({last}); pass --resume to continue it, or choose another out_dir")
     data, module = build(cfg)
-    backup, resumed_at = None, 0
+    resumed_at = None
     if resume and last.is_file():
         # everything that can make a resume fail is checked before anything in out_dir changes
         ckpt = load_torch(last, "checkpoint")
         check_checkpoint(module, ckpt, last)
         resumed_at = int(ckpt.get("epoch", -1)) + 1
         if not is_secondary_rank():
-            backup = _rotate_logs(out)
+            _rotate_logs(out)
     trainer, best, history = make_trainer(cfg)
     if trainer.is_global_zero:
-        log.info(_start_line(cfg, module) + (f"; resuming at epoch {resumed_at + 1}" if backup else ""))
+        log.info(_start_line(cfg, module) + (f"; resuming at epoch {resumed_at + 1}" if resumed_at is not None else ""))
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True)
     except NonFiniteLossError as e:
         raise NonFiniteLossError(f"{e}. {_advice(out, cfg)}") from None
-    finally:
-        if trainer.is_global_zero:
-            _join_logs(out, backup, resumed_at)
     wall = time.perf_counter() - start
+    kill_point("trained")  # every epoch done, nothing tested
     summary = history.summary()  # before testing: loading the best checkpoint restores callback state too
     test_last: dict[str, Any] = {}
     test_best: dict[str, Any] = {}
@@ -289,6 +276,7 @@ def _fit(cfg: dict[str, Any], resume: bool, evaluate_test: bool = True) -> dict[
         test_best = {
             k: v for d in trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=True) for k, v in d.items()
         }
+    kill_point("tested")
     record = {
         "config": cfg,
         "data": data.describe(),
@@ -331,9 +319,7 @@ def fit_or_resume(cfg: dict[str, Any], evaluate_test: bool = True) -> dict[str, 
     ``RunLockedError`` when another process is on it."""
     out = Path(cfg["out_dir"])
     with RunLock(out):  # decided under the lock: another worker may have just finished it
-        if (out / "result.json").is_file():
-            return json.loads((out / "result.json").read_text())
-        return _fit(cfg, (out / "checkpoints" / "last.ckpt").is_file(), evaluate_test)
+        return _fit(cfg, True, evaluate_test)
 
 
 def load_trained(cfg: dict[str, Any], ckpt: str = "best") -> tuple[Any, MethodModule]:
