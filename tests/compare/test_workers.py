@@ -144,3 +144,98 @@ def test_a_wrong_password_names_the_host_not_the_password(tmp_path):
     message = str(err.value)
     assert "password authentication failed" in message and "127.0.0.1" in message
     assert "wrong-pw-123" not in message and "hkt-test" not in message and "\n" not in message
+
+
+# Kill -9 at every point of a trial's life cycle (deterministic: HKT_KILL_AT), then one restart: the search equals a
+# single uninterrupted worker's, trial for trial, and no trial is trained on defaults or published without parameters.
+
+KILLS = {
+    "search:ask@2": "before asking for trial 1",
+    "search:params@2": "inside ask: trial 1 exists, RUNNING, without its parameters",
+    "train_batch@12": "while trial 1 trains (mid-epoch)",
+    "search:trained@1": "between trial 0's training and its tell",
+    "search:told@1": "between trial 0's tell and its record",
+}
+
+
+def small_grid(folder: Path, storage: str | None, name: str, trials: int, seeds: list[int]) -> Path:
+    """ce and kd (the prepared parent; children from scratch), 1 epoch (8 steps) on 512 images, ``trials`` trials each."""
+    path = make_grid(folder, storage, name)
+    grid = yaml.safe_load(path.read_text())
+    del grid["prepare"]["base"]
+    grid["common"]["child"] = {"arch": "resnet8", "width": 4, "weights": None}
+    grid["common"]["data"]["train_subset"] = 512
+    grid["common"]["trainer"]["max_epochs"] = 1
+    grid["search"]["trials"], grid["seeds"] = trials, seeds
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def storage_for(backend: str, tmp_path: Path, name: str) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    url = os.environ.get("HKT_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server: run the suite through scripts/test.sh, which starts one")
+    import optuna
+
+    for method in ("ce", "kd"):  # the server outlives one test: start from no study
+        try:
+            optuna.delete_study(study_name=f"{name}::{method}", storage=url)
+        except KeyError:
+            pass
+    return url
+
+
+def searched(folder: Path) -> dict:
+    """Every trial record and final record, minus wall-clock times."""
+    out = {}
+    for p in sorted((folder / "results").glob("search/*/trial*.json")):
+        t = json.loads(p.read_text())
+        out[str(p.relative_to(folder))] = (t["params"], t["val_by_seed"], t["val_mean"])
+    for p in sorted((folder / "results").glob("runs/*/seed*.json")):
+        r = json.loads(p.read_text())
+        out[str(p.relative_to(folder))] = (r["config"]["optim"], r["config"]["method"], r["val_acc_best"], r["test_acc"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_small(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("single_small")
+    subprocess.run(HKT + ["compare", "-c", str(small_grid(folder, None, "kills", 2, [0]))], env=ENV, check=True, capture_output=True)
+    return folder
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("point", list(KILLS))
+def test_a_search_killed_at_any_point_of_a_trial_equals_one_uninterrupted_worker(single_small, tmp_path, backend, point):
+    grid = small_grid(tmp_path, storage_for(backend, tmp_path, "kills"), "kills", 2, [0])
+    shutil.copytree(single_small / "work" / "prepare", tmp_path / "work" / "prepare")  # the same parent, trained once
+    killed = subprocess.run(HKT + ["compare", "-c", str(grid)], env={**ENV, "HKT_KILL_AT": point}, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, f"{point} was never reached: {killed.stdout[-2000:]}"
+    again = subprocess.run(HKT + ["compare", "-c", str(grid)], env=ENV, capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "{}" not in "".join(line for line in again.stdout.splitlines() if "trial" in line), "a trial ran without parameters"
+    assert searched(tmp_path) == searched(single_small), f"{point} ({KILLS[point]})"
+
+
+def test_a_worker_killed_at_random_moments_beside_a_second_gives_the_single_worker_search(tmp_path_factory, tmp_path):
+    import random
+
+    reference = tmp_path_factory.mktemp("single_random")
+    subprocess.run(HKT + ["compare", "-c", str(small_grid(reference, None, "random", 4, [0, 1]))], env=ENV, check=True, capture_output=True)
+    grid = small_grid(tmp_path, f"sqlite:///{tmp_path / 'shared.db'}", "random", 4, [0, 1])
+    shutil.copytree(reference / "work" / "prepare", tmp_path / "work" / "prepare")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    b = start(grid, logs[1])
+    rng = random.Random(36)
+    for _ in range(12):  # kill moments drawn at random, from the start-up to deep inside a trial
+        a = start(grid, logs[0])
+        time.sleep(rng.uniform(0.5, 6.0))
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait()
+    a = start(grid, logs[0])
+    for p in (a, b):
+        assert p.wait(timeout=1200) == 0, "\n".join(log.read_text()[-3000:] for log in logs)
+    subprocess.run(HKT + ["compare", "-c", str(grid)], env=ENV, check=True, capture_output=True)  # summarises what B skipped
+    assert searched(tmp_path) == searched(reference)
