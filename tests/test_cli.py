@@ -32,7 +32,7 @@ SUPPRESSED = (
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "default"}  # warnings as a user's shell shows them (pytest filters its own)
-    return subprocess.run([HKT, *args], capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run([HKT, *args], capture_output=True, text=True, timeout=1800, env=env)
 
 
 def test_fit_prints_hkt_lines_and_none_of_lightnings_banners_unless_verbose(tiny_fashion, tmp_path):

@@ -103,7 +103,7 @@ def test_two_workers_one_killed_give_the_single_worker_search(single, tmp_path, 
     shutil.copytree(single / "work" / "prepare", tmp_path / "work" / "prepare")  # the same parent and base, trained once
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     a, b = start(grid, logs[0]), start(grid, logs[1])
-    deadline, lock = time.time() + 300, None
+    deadline, lock = time.time() + 1200, None
     while lock is None and time.time() < deadline and a.poll() is None:
         lock = tuning_lock_of(tmp_path / "work", a.pid)
         time.sleep(0.05)
@@ -112,7 +112,7 @@ def test_two_workers_one_killed_give_the_single_worker_search(single, tmp_path, 
     a.wait()
     a = start(grid, logs[0])  # restarted
     for p in (a, b):
-        assert p.wait(timeout=600) == 0, "\n".join(log.read_text()[-3000:] for log in logs)
+        assert p.wait(timeout=1800) == 0, "\n".join(log.read_text()[-3000:] for log in logs)
     subprocess.run(HKT + ["compare", "-c", str(grid), "--summarize-only"], env=ENV, check=True, capture_output=True)
 
     for method in ("ce", "kd"):

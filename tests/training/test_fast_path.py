@@ -86,8 +86,12 @@ def test_gpu_benchmark_is_ready_smoke_on_cpu(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_step.py"
+    import os
+
+    # one thread: beside another busy process, OpenMP's spinning threads made this 13 s run take over 300 s
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--out", str(tmp_path / "smoke")], capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), "--smoke", "--out", str(tmp_path / "smoke")], capture_output=True, text=True, timeout=1800, env=env
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "smoke.json").read_text())

@@ -135,9 +135,9 @@ def test_ddp_two_processes_on_cpu(tiny_fashion, tmp_path):
     (tmp_path / "spy_fit.py").write_text(SPY)  # Lightning relaunches this script for rank 1
     shards = tmp_path / "shards"
     shards.mkdir()
-    env = {**os.environ, "HKT_TEST_SHARDS": str(shards)}
+    env = {**os.environ, "HKT_TEST_SHARDS": str(shards), "OMP_NUM_THREADS": "1"}  # two ranks on two cores
     proc = subprocess.run(
-        [sys.executable, str(tmp_path / "spy_fit.py"), "fit", *overrides], capture_output=True, text=True, timeout=600, env=env
+        [sys.executable, str(tmp_path / "spy_fit.py"), "fit", *overrides], capture_output=True, text=True, timeout=1800, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = {r: {int(i) for line in (shards / f"rank{r}.txt").read_text().split("\n") for i in line.split()} for r in (0, 1)}
