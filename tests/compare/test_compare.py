@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from hkt.cli import main
+from hkt.compare.records import unhashed
 from hkt.compare.spec import load_grid, run_config
 from hkt.compare.summary import paired
 from hkt.config import ConfigError
@@ -67,7 +68,14 @@ def test_grid_runs_skips_finished_and_summarises(tmp_path, capsys):
     # every parent-reading run names its parent by content; two contents under one parent spec stop the summary
     hashes = {json.loads((results / f"runs/hkt/seed{k}.json").read_text())["parent_weights"] for k in (0, 1)}
     assert len(hashes) == 1 and "Parent weights, by content" in summary and next(iter(hashes))[:12] in summary
+    assert unhashed(load_grid(path)) == [] and "do not name its weights" not in summary  # every new record names it
     other = json.loads((results / "runs/hkt/seed0.json").read_text())
+    (results / "runs/hkt/seed0.json").write_text(json.dumps({k: v for k, v in other.items() if k != "parent_weights"}))
+    assert main(["compare", "-c", str(path), "--summarize-only"]) == 0  # an old record without the hash is named
+    assert (
+        "do not name its weights (written before records named them; their parent rests on the grid's spec): 1, runs/hkt/seed 0."
+        in (results / "summary.md").read_text()
+    )
     (results / "runs/hkt/seed0.json").write_text(json.dumps({**other, "parent_weights": "0" * 32}))
     assert main(["compare", "-c", str(path), "--summarize-only"]) == 2
     assert "was read with 2 different weights (000000000000: runs/hkt/seed0" in capsys.readouterr().err

@@ -18,6 +18,9 @@ import pytest
 import yaml
 from test_compare import write_grid
 
+from hkt.compare.records import unhashed
+from hkt.compare.spec import load_grid
+
 HKT = [sys.executable, "-m", "hkt.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # every process at one thread: the runs are then bit for bit the same
 
@@ -217,6 +220,7 @@ def test_a_search_killed_at_any_point_of_a_trial_equals_one_uninterrupted_worker
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "{}" not in "".join(line for line in again.stdout.splitlines() if "trial" in line), "a trial ran without parameters"
     assert searched(tmp_path) == searched(single_small), f"{point} ({KILLS[point]})"
+    assert unhashed(load_grid(grid)) == [], "every record that read a parent names its weights"
 
 
 def test_a_worker_killed_at_random_moments_beside_a_second_gives_the_single_worker_search(tmp_path_factory, tmp_path):

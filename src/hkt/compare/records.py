@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hkt.io import read_json, write_atomic
+from hkt.methods import METHODS
 
 
 def load_records(out_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -84,6 +85,28 @@ def parent_weights(grid: dict[str, Any]) -> dict[str, list[str]]:
                 "the runs of one grid must share their parent: rerun the minority, or split the grid"
             )
     return {spec: sorted(by_hash) for spec, by_hash in seen.items() if by_hash}
+
+
+def unhashed(grid: dict[str, Any]) -> list[str]:
+    """The committed records that read a parent but do not name its weights (``parent_weights``): records written
+    before runs recorded it. Which parent they read then rests on the grid's spec and shared cache, not on content."""
+
+    def reads_parent(cfg: dict[str, Any]) -> bool:
+        return bool((cfg.get("parent") or {}).get("arch")) and METHODS[cfg["method"]["name"]].needs_parent
+
+    missing = [
+        f"runs/{m}/seed{k}"
+        for m, by_seed in load_records(grid["out_dir"]).items()
+        for k, r in sorted(by_seed.items())
+        if "parent_weights" not in r and reads_parent(r.get("config", {}))
+    ]
+    for method, options in grid["methods"].items() if grid.get("search") else ():
+        spec = {**(grid.get("common") or {}), **(options or {})}
+        if reads_parent(
+            {"parent": {**(grid.get("common") or {}).get("parent", {}), **(spec.get("parent") or {})}, "method": spec["method"]}
+        ):
+            missing += [f"search/{method}/trial{t['trial']}" for t in trial_records(grid["out_dir"], method) if not t.get("parent_weights")]
+    return missing
 
 
 def publish(record: dict[str, Any], path: Path) -> None:

@@ -17,7 +17,7 @@ from scipy.stats import t as student_t
 from scipy.stats import ttest_rel
 
 from hkt.compare.format import bound, difference, mean_std, p_value, scale_of, settings, verdict
-from hkt.compare.records import chosen, load_records, parent_weights, trial_records
+from hkt.compare.records import chosen, load_records, parent_weights, trial_records, unhashed
 from hkt.compare.sampler import SAMPLERS
 from hkt.io import savefig, write_atomic
 
@@ -145,6 +145,12 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
             + "; ".join(f"{_parent_name(spec)}: {', '.join(h[:12] for h in hashes)}" for spec, hashes in parents.items())
             + ".",
         ]
+    if missing := unhashed(grid):
+        lines += [
+            "",
+            f"Records that read a parent but do not name its weights (written before records named them; their parent rests on "
+            f"the grid's spec): {len(missing)}, {_grouped(missing)}.",
+        ]
     lines += ["", *_hkt_diagnostics(records, order)]
     if any(r.get("epochs") for m in order for r in records[m].values()):
         lines += [
@@ -157,6 +163,25 @@ def summarize(grid: dict[str, Any]) -> dict[str, Any]:
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     _plots(records, order, grid, out)
     return summary
+
+
+def _grouped(names: list[str]) -> str:
+    """``runs/kd/seed0, runs/kd/seed1, search/kd/trial3`` as ``runs/kd/seed 0-1, search/kd/trial 3``."""
+    groups: dict[str, list[int]] = {}
+    for name in names:
+        head, _, last = name.rpartition("/")
+        stem = last.rstrip("0123456789")
+        groups.setdefault(f"{head}/{stem}", []).append(int(last[len(stem) :]))
+    out = []
+    for group, numbers in groups.items():
+        numbers, spans = sorted(numbers), []
+        for n in numbers:
+            if spans and n == spans[-1][1] + 1:
+                spans[-1][1] = n
+            else:
+                spans.append([n, n])
+        out.append(f"{group} {', '.join(str(a) if a == b else f'{a}-{b}' for a, b in spans)}")
+    return "; ".join(out)
 
 
 def _parent_name(spec: str) -> str:
