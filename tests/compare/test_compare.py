@@ -65,6 +65,14 @@ def test_grid_runs_skips_finished_and_summarises(tmp_path, capsys):
     (results / "summary.md").unlink()
     assert main(["compare", "-c", str(path)]) == 0
     assert not (tmp_path / "work" / "runs").exists() and (results / "summary.md").read_text() == summary
+    # a record truncated by a full disk is named and its run redone (here retrained: the work_dir is gone)
+    whole = (results / "runs/ce/seed1.json").read_text()
+    (results / "runs/ce/seed1.json").write_text(whole[:200])
+    capsys.readouterr()
+    assert main(["compare", "-c", str(path)]) == 0
+    assert f"{results / 'runs/ce/seed1.json'} cannot be read" in capsys.readouterr().err
+    redone = json.loads((results / "runs/ce/seed1.json").read_text())
+    assert redone["test_acc"] == json.loads(whole)["test_acc"]  # retrained to the same numbers (timings aside)
     # every parent-reading run names its parent by content; two contents under one parent spec stop the summary
     hashes = {json.loads((results / f"runs/hkt/seed{k}.json").read_text())["parent_weights"] for k in (0, 1)}
     assert len(hashes) == 1 and "Parent weights, by content" in summary and next(iter(hashes))[:12] in summary
