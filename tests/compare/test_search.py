@@ -205,3 +205,13 @@ def test_an_unreachable_database_names_the_host_never_the_password(tmp_path, url
     message = str(err.value)
     assert "\n" not in message and "s3cret-pw" not in message and "***" in message
     assert ("127.0.0.1" in message and "1" in message) or "no-such-host.invalid" in message
+
+
+def test_a_running_trial_of_another_machine_is_reported_with_its_host_and_left_to_it(tmp_path, monkeypatch, capsys):
+    grid = load_grid(grid_with_search(tmp_path, methods={"ce": {"method": {"name": "ce"}, "parent": {"arch": None, "weights": None}}}))
+    monkeypatch.setattr(search_mod, "_objective", _fake_objective)
+    study, dists = search_mod.open_study(grid, "ce")
+    study.ask(dists).set_user_attr("host", "gpu-node-7")  # trial 0, running there
+    search_mod.tune(grid)
+    assert "tune ce: trial 0 belongs to host gpu-node-7; it resumes there" in capsys.readouterr().out
+    assert [r["trial"] for r in trial_records(grid["out_dir"], "ce")] == [1], "trial 0 is left to its host"

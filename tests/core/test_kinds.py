@@ -137,3 +137,32 @@ def test_model_hints_come_from_timm_and_hugging_face_metadata_and_conventions():
     vit = nn.Module()
     vit.num_prefix_tokens, vit.output_fmt = 1, "NHWC"
     assert model_hint(vit) == Hint("nhwc", 1)
+
+
+def test_a_1x1_map_and_a_vector_pair_both_ways():
+    """The paper's pooled gene between a network that pools to (B, C, 1, 1) (timm MobileNetV3's global_pool) and one
+    that pools to (B, C) (a ResNet's avgpool + flatten)."""
+    from hkt.core.kinds import FeatureKind
+    from hkt.core.transfer import build_adapter
+
+    x_map, x_vec = torch.randn(3, 8, 1, 1), torch.randn(3, 8)
+    to_vec = build_adapter(FeatureKind("nchw", 8, (1, 1)), FeatureKind("vector", 16))
+    assert to_vec(x_map).shape == (3, 16)
+    to_map = build_adapter(FeatureKind("vector", 8), FeatureKind("nchw", 16, (1, 1)))
+    assert to_map(x_vec).shape == (3, 16, 1, 1)
+    same = build_adapter(FeatureKind("nhwc", 8, (1, 1)), FeatureKind("vector", 8))  # equal channels: a squeeze only
+    torch.testing.assert_close(same(x_map.permute(0, 2, 3, 1)), x_map.flatten(1))
+    with pytest.raises(GeneShapeError, match="pairs with a vector or a 1x1 map"):
+        build_adapter(FeatureKind("nchw", 8, (2, 2)), FeatureKind("vector", 8), gene="layer3:avgpool")
+
+
+def test_global_pool_gene_between_a_timm_resnet_and_a_timm_mobilenetv3():
+    pytest.importorskip("timm")
+    from hkt import build_method, build_model
+
+    parent, child = build_model("timm:resnet18"), build_model("timm:mobilenetv3_small_050")  # (B, 512) and (B, 576, 1, 1)
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 2])
+    method = build_method("hkt", child, parent, x, genes=["global_pool"])
+    out, losses = method.forward_train(x, y)
+    assert out.shape == (2, 10) and set(losses) == {"child", "inherit", "parent"}
+    sum(losses.values()).backward()

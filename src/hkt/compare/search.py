@@ -212,7 +212,11 @@ def tune(grid: dict[str, Any], only: list[str] | None = None) -> dict[str, dict[
             )
         recorded = {r["trial"] for r in trial_records(grid["out_dir"], method)}
         for left in budget:  # left running, or told but unrecorded, by a crash: finished on the machine that holds its runs
-            if left.user_attrs.get("host", host) != host or left.state == TrialState.COMPLETE and left.number in recorded:
+            if left.state == TrialState.COMPLETE and left.number in recorded:
+                continue
+            if left.user_attrs.get("host", host) != host:
+                owner = left.user_attrs["host"]
+                print(f"[hkt compare] tune {method}: trial {left.number} belongs to host {owner}; it resumes there", flush=True)
                 continue
             params = _params(grid, method, dists, left)
             print(f"[hkt compare] tune {method}: resuming trial {left.number} {params}", flush=True)

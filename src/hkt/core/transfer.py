@@ -70,13 +70,39 @@ def as_kind(shape: tuple[int, ...] | FeatureKind) -> FeatureKind:
     raise GeneShapeError(f"cannot read a feature of per-sample shape {shape} as a vector (C,) or a map (C, H, W)")
 
 
+def _pooled(kind: FeatureKind) -> bool:
+    """A 1x1 map, e.g. timm MobileNetV3's ``global_pool`` (flattened later): the pooled feature, as a vector is."""
+    return kind.layout in ("nchw", "nhwc") and kind.grid == (1, 1)
+
+
 def _check_kinds(src: FeatureKind, dst: FeatureKind, gene: str) -> None:
-    if (src.layout == "vector") != (dst.layout == "vector"):
+    if (src.layout == "vector") != (dst.layout == "vector") and not _pooled(dst if src.layout == "vector" else src):
         raise GeneShapeError(
-            f"gene {gene!r}: cannot align a {src.describe()} with a {dst.describe()}. A vector (B, C) pairs only with a "
-            "vector; maps (NCHW, NHWC) and tokens pair with each other. Pick modules with the same kind of output (e.g. "
-            "both `avgpool`, or a stage like `layer3` with a transformer block)."
+            f"gene {gene!r}: cannot align a {src.describe()} with a {dst.describe()}. A vector (B, C) pairs with a vector "
+            "or a 1x1 map (B, C, 1, 1); maps (NCHW, NHWC) and tokens pair with each other. Pick modules with the same kind "
+            "of output (e.g. both `avgpool`, or a stage like `layer3` with a transformer block)."
         )
+
+
+class Squeeze(nn.Module):
+    """A 1x1 map in its own layout (NCHW or NHWC) as the vector ``(B, C)`` it holds."""
+
+    def __init__(self, kind: FeatureKind) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.kind.to_mix(x).flatten(1)
+
+
+def _vector_adapter(src: FeatureKind, dst: FeatureKind, kind: str) -> nn.Module:
+    """A vector and a 1x1 map, either way: the map squeezed to its vector, the channel ``Linear`` (``auto``: none when
+    the channels agree), and for a map destination its mix form ``(B, C', 1, 1)``."""
+    layers: list[nn.Module] = [Squeeze(src)] if src.layout != "vector" else []
+    project = _projection(FeatureKind("vector", src.channels), FeatureKind("vector", dst.channels), kind)
+    layers += [project] if project is not None else []
+    layers += [nn.Unflatten(1, (dst.channels, 1, 1))] if dst.layout != "vector" else []
+    return nn.Sequential(*layers)
 
 
 def _identity_init(layer: nn.Linear | nn.Conv2d) -> nn.Module:
@@ -100,7 +126,7 @@ def _projection(src: FeatureKind, dst: FeatureKind, kind: str) -> nn.Module | No
 
 
 class Transfer(nn.Module):
-    """Any kind to any kind (but vectors only with vectors): ``src``'s layout in, ``dst``'s mix form out
+    """Any kind to any kind (but vectors only with vectors and 1x1 maps, see ``build_adapter``): ``src``'s layout in, ``dst``'s mix form out
     (``(B, C', N - keep)`` for tokens: the first ``keep`` destination tokens are left native)."""
 
     def __init__(self, src: FeatureKind, dst: FeatureKind, kind: str = "auto") -> None:
@@ -138,12 +164,16 @@ def build_adapter(src: tuple[int, ...] | FeatureKind, dst: tuple[int, ...] | Fea
 
     ``(C,) -> (C',)``: ``Linear`` (``auto``: identity when equal). ``(C, H, W) -> (C', H', W')``: 1x1 conv + BN when
     ``C != C'`` (``learned``: an identity-initialised 1x1 conv when ``C == C'``), then a resize when
-    ``(H, W) != (H', W')``. NHWC maps and tokens: a ``Transfer``.
+    ``(H, W) != (H', W')``. A vector and a 1x1 map ``(C, 1, 1)``, either way: squeezed, ``Linear``, unsqueezed (the
+    paper's pooled gene, where one network pools to a map and the other to a vector). NHWC maps and tokens: a
+    ``Transfer``.
     """
     if kind not in ADAPTERS:
         raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)}, got {kind!r}")
     src, dst = as_kind(src), as_kind(dst)
     _check_kinds(src, dst, gene)
+    if (src.layout == "vector") != (dst.layout == "vector"):
+        return _vector_adapter(src, dst, kind)
     if src.layout in ("vector", "nchw") and dst.layout == src.layout:
         if src == dst and kind == "auto":
             return nn.Identity()
@@ -175,8 +205,10 @@ def hint_regressor(src: tuple[int, ...], dst: tuple[int, ...], gene: str = "") -
     """
     src, dst = tuple(src), tuple(dst)
     _check_kinds(as_kind(src), as_kind(dst), gene)
-    if len(src) == 1:
+    if len(src) == 1 and len(dst) == 1:
         return nn.Linear(src[0], dst[0])
+    if len(src) == 1 or len(dst) == 1:  # a vector and a 1x1 map
+        return _vector_adapter(as_kind(src), as_kind(dst), "learned")
     (c, h, w), (c2, h2, w2) = src, dst
     if h == 2 * h2:
         conv: nn.Module = nn.Conv2d(c, c2, 3, stride=2, padding=1)
