@@ -166,3 +166,20 @@ def test_global_pool_gene_between_a_timm_resnet_and_a_timm_mobilenetv3():
     out, losses = method.forward_train(x, y)
     assert out.shape == (2, 10) and set(losses) == {"child", "inherit", "parent"}
     sum(losses.values()).backward()
+
+
+def test_a_dry_run_failure_keeps_the_users_traceback_as_its_cause():
+    from hkt.core.extract import DryRunError
+    from hkt.methods import build_method
+
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(4, 3)
+
+        def forward(self, x):
+            raise KeyError("the user's bug")
+
+    with pytest.raises(DryRunError, match="failed its dry run") as err:
+        build_method("hkt", Broken(), nn.Sequential(nn.Linear(4, 3)), torch.randn(2, 4), genes=["0:body"])
+    assert isinstance(err.value.__cause__, KeyError)

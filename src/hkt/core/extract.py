@@ -147,7 +147,7 @@ def naming_failures(model: nn.Module, role: str, size: tuple[int, int] | None) -
             )
         raise DryRunError(
             f"{role} ({type(model).__name__}) failed its dry run {where}: {type(e).__name__}: {str(e).rstrip('.')}{fix}"
-        ) from None
+        ) from e  # the user's traceback stays the cause (hkt ... --debug shows it)
     finally:
         for h in handles:
             h.remove()
@@ -190,5 +190,5 @@ def dry_run(parent: nn.Module, child: nn.Module, genes: Sequence[Gene], example_
                 kinds[role][g.path(role)] = infer_kind(feats[g.path(role)], role, g.path(role), size, g.hint(role), hint)
             except GeneShapeError as e:
                 shapes = f"parent {tuple(p[g.parent].shape)}, child {tuple(c[g.child].shape)}"
-                raise GeneShapeError(f"gene {g.name!r} ({shapes}): {e}") from None
+                raise GeneShapeError(f"gene {g.name!r} ({shapes}): {e}") from e
     return DryRun(p, c, p_calls, c_calls, kinds["parent"], kinds["child"])

@@ -96,7 +96,7 @@ class LogitsHook:
             raise GeneShapeError(
                 f"{e}. Its logits are needed by the task loss and by logit methods: set {self.role}.output to the element "
                 "holding them (e.g. logits), or use a model with a classification head (e.g. *ForImageClassification)"
-            ) from None
+            ) from e
 
 
 def is_structured(model: nn.Module) -> bool:
