@@ -71,3 +71,15 @@ def test_compare_imports_nothing_inside_functions():
             if isinstance(n, (ast.Import, ast.ImportFrom))
         ]
         assert nested == [], f"{path.name} imports inside functions at lines {nested}"
+
+
+def test_core_holds_the_method_only():
+    """``hkt.core`` (genes, extraction, transfer, Genetic Attention, the engines) reads no files: the parent cache, the
+    gene survey and the baselines' pieces live outside it."""
+    mods = modules()
+    for name, path in mods.items():
+        if name.startswith("hkt.core"):
+            tree = ast.parse(path.read_text())
+            imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+            assert not {m for m in imported if m.split(".")[0] == "safetensors" or m.startswith("hkt.io")}, name

@@ -53,9 +53,9 @@ def _genes(args: argparse.Namespace, extra: list[str]) -> str:
     import torch
 
     from hkt.config import load_yaml
-    from hkt.core.survey import propose, survey
     from hkt.core.transfer import build_adapter, describe_adapter
     from hkt.models import build_model
+    from hkt.survey import propose, survey
 
     if args.config:
         from hkt.training.run import task_of

@@ -7,7 +7,7 @@ Sections: ``seed``, ``out_dir``, ``channels_last`` and ``compile`` (fast paths, 
 ``width``; ``iterations`` for RAFT), ``method`` (``name`` + the method's options), ``optim`` (``MethodModule``:
 optimizer, lr, momentum, weight_decay, nesterov, schedule), ``trainer`` (``lightning.Trainer`` arguments, passed
 straight through: accelerator, devices, strategy, num_nodes, precision, max_epochs …),
-``parent_cache`` (``{dir, max_gb, read_only, store, fp16}``: ``hkt.core.parent_cache``; off when null).
+``parent_cache`` (``{dir, max_gb, read_only, store, fp16}``: ``hkt.parent_cache``; off when null).
 """
 
 from __future__ import annotations

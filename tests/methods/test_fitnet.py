@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from hkt.core.transfer import hint_regressor
 from hkt.methods import FitNet
+from hkt.methods.fitnet import hint_regressor
 
 
 def tiny(feat: nn.Module, channels: int = 2, size: int = 2) -> nn.Module:

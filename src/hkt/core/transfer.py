@@ -12,9 +12,6 @@ grid, row-major); token grids of different sizes are resampled bilinearly, as ti
 Prefix tokens (class, distillation, register) are projected one to one when both sides have the same number,
 pooled to one and repeated when the counts differ, and left to the destination (``keep``: its first ``keep``
 positions are not supplied, so they stay native) when the source has none, e.g. a CNN parent for a ViT child.
-
-``hint_regressor`` is FitNet's regressor as the common implementations build it (RepDistiller and mdistiller
-``ConvReg``): a conv chosen by the spatial ratio, then BatchNorm and ReLU; a linear layer for vectors.
 """
 
 from __future__ import annotations
@@ -75,7 +72,7 @@ def _pooled(kind: FeatureKind) -> bool:
     return kind.layout in ("nchw", "nhwc") and kind.grid == (1, 1)
 
 
-def _check_kinds(src: FeatureKind, dst: FeatureKind, gene: str) -> None:
+def check_kinds(src: FeatureKind, dst: FeatureKind, gene: str) -> None:
     if (src.layout == "vector") != (dst.layout == "vector") and not _pooled(dst if src.layout == "vector" else src):
         raise GeneShapeError(
             f"gene {gene!r}: cannot align a {src.describe()} with a {dst.describe()}. A vector (B, C) pairs with a vector "
@@ -95,7 +92,7 @@ class Squeeze(nn.Module):
         return self.kind.to_mix(x).flatten(1)
 
 
-def _vector_adapter(src: FeatureKind, dst: FeatureKind, kind: str) -> nn.Module:
+def vector_adapter(src: FeatureKind, dst: FeatureKind, kind: str) -> nn.Module:
     """A vector and a 1x1 map, either way: the map squeezed to its vector, the channel ``Linear`` (``auto``: none when
     the channels agree), and for a map destination its mix form ``(B, C', 1, 1)``."""
     layers: list[nn.Module] = [Squeeze(src)] if src.layout != "vector" else []
@@ -171,9 +168,9 @@ def build_adapter(src: tuple[int, ...] | FeatureKind, dst: tuple[int, ...] | Fea
     if kind not in ADAPTERS:
         raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)}, got {kind!r}")
     src, dst = as_kind(src), as_kind(dst)
-    _check_kinds(src, dst, gene)
+    check_kinds(src, dst, gene)
     if (src.layout == "vector") != (dst.layout == "vector"):
-        return _vector_adapter(src, dst, kind)
+        return vector_adapter(src, dst, kind)
     if src.layout in ("vector", "nchw") and dst.layout == src.layout:
         if src == dst and kind == "auto":
             return nn.Identity()
@@ -193,29 +190,3 @@ def describe_adapter(adapter: nn.Module) -> str:
     parts = [repr(m).replace("\n", "") for m in adapter.modules() if not list(m.children()) and not isinstance(m, (nn.Identity, Transfer))]
     prefix = getattr(adapter, "prefix", "none")
     return (" + ".join(parts) or "identity") + (f", prefix tokens {prefix}" if prefix != "none" else "")
-
-
-def hint_regressor(src: tuple[int, ...], dst: tuple[int, ...], gene: str = "") -> nn.Module:
-    """FitNet's learned regressor from the child's feature shape ``src`` to the parent's ``dst``, always built
-    (even when shapes agree): the child's channels are not the parent's channels.
-
-    Maps: a conv chosen from the heights (``H = 2H'``: 3x3 stride 2; ``2H = H'``: 4x4 transposed, stride 2;
-    ``H >= H'``: kernel ``1 + H - H'``), then BatchNorm and ReLU, as RepDistiller's and mdistiller's ``ConvReg``.
-    Vectors: ``Linear``.
-    """
-    src, dst = tuple(src), tuple(dst)
-    _check_kinds(as_kind(src), as_kind(dst), gene)
-    if len(src) == 1 and len(dst) == 1:
-        return nn.Linear(src[0], dst[0])
-    if len(src) == 1 or len(dst) == 1:  # a vector and a 1x1 map
-        return _vector_adapter(as_kind(src), as_kind(dst), "learned")
-    (c, h, w), (c2, h2, w2) = src, dst
-    if h == 2 * h2:
-        conv: nn.Module = nn.Conv2d(c, c2, 3, stride=2, padding=1)
-    elif 2 * h == h2:
-        conv = nn.ConvTranspose2d(c, c2, 4, stride=2, padding=1)
-    elif h >= h2 and w >= w2:
-        conv = nn.Conv2d(c, c2, (1 + h - h2, 1 + w - w2))
-    else:
-        raise GeneShapeError(f"gene {gene!r}: no FitNet regressor from {h}x{w} up to {h2}x{w2}; pick a child gene at least as large")
-    return nn.Sequential(conv, nn.BatchNorm2d(c2), nn.ReLU())

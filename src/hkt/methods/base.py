@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from hkt.core.extract import extracting
 from hkt.core.gene import Gene
 from hkt.core.outputs import drop_logits_hook, read_logits
-from hkt.core.parent_cache import sync_device
+from hkt.parent_cache import sync_device
 
 TaskLoss = Callable[[Any, Any], Tensor]
 DistillLoss = Callable[[Any, Any, float], Tensor]  # (child output, parent output, temperature) -> scalar
@@ -45,7 +45,7 @@ class Method(nn.Module):
     genes: list = []
     needs_parent: bool = True  # False for methods that train the child alone (``ce``)
     needs_logits: bool = False  # True for methods defined on class logits only (``dkd``, ``dist``): not for regression
-    parent_cache: Any = None  # a hkt.core.parent_cache.ParentCache, attached by the training run (config parent_cache)
+    parent_cache: Any = None  # a hkt.parent_cache.ParentCache, attached by the training run (config parent_cache)
 
     def __init__(self, child: nn.Module, parent: nn.Module | None = None, task_loss: TaskLoss = F.cross_entropy) -> None:
         super().__init__()

@@ -12,8 +12,35 @@ from torch import Tensor, nn
 
 from hkt.core.extract import dry_run, extracting
 from hkt.core.gene import Gene, parse_genes
-from hkt.core.transfer import hint_regressor
+from hkt.core.kinds import GeneShapeError
+from hkt.core.transfer import as_kind, check_kinds, vector_adapter
 from hkt.methods.base import Method, TaskLoss
+
+
+def hint_regressor(src: tuple[int, ...], dst: tuple[int, ...], gene: str = "") -> nn.Module:
+    """FitNet's learned regressor from the child's feature shape ``src`` to the parent's ``dst``, always built
+    (even when shapes agree): the child's channels are not the parent's channels.
+
+    Maps: a conv chosen from the heights (``H = 2H'``: 3x3 stride 2; ``2H = H'``: 4x4 transposed, stride 2;
+    ``H >= H'``: kernel ``1 + H - H'``), then BatchNorm and ReLU, as RepDistiller's and mdistiller's ``ConvReg``.
+    Vectors: ``Linear``.
+    """
+    src, dst = tuple(src), tuple(dst)
+    check_kinds(as_kind(src), as_kind(dst), gene)
+    if len(src) == 1 and len(dst) == 1:
+        return nn.Linear(src[0], dst[0])
+    if len(src) == 1 or len(dst) == 1:  # a vector and a 1x1 map
+        return vector_adapter(as_kind(src), as_kind(dst), "learned")
+    (c, h, w), (c2, h2, w2) = src, dst
+    if h == 2 * h2:
+        conv: nn.Module = nn.Conv2d(c, c2, 3, stride=2, padding=1)
+    elif 2 * h == h2:
+        conv = nn.ConvTranspose2d(c, c2, 4, stride=2, padding=1)
+    elif h >= h2 and w >= w2:
+        conv = nn.Conv2d(c, c2, (1 + h - h2, 1 + w - w2))
+    else:
+        raise GeneShapeError(f"gene {gene!r}: no FitNet regressor from {h}x{w} up to {h2}x{w2}; pick a child gene at least as large")
+    return nn.Sequential(conv, nn.BatchNorm2d(c2), nn.ReLU())
 
 
 class FitNet(Method):

@@ -15,10 +15,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from hkt.core.outputs import read_logits
-from hkt.core.parent_cache import GB, ParentCache, parent_fingerprint, stored_bytes
 from hkt.io import RunLock, kill_point, load_torch, read_json, write_atomic
 from hkt.io.lock import is_secondary_rank
 from hkt.methods import INTERNAL, METHODS, build_method
+from hkt.parent_cache import GB, ParentCache, parent_fingerprint, stored_bytes
 from hkt.tasks import Task, build_task
 from hkt.training.checkpoint_io import AtomicCheckpointIO
 from hkt.training.fast_path import channels_last, check_precision, compile_nets

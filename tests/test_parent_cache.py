@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hkt.config import ConfigError, load_config
-from hkt.core.parent_cache import ParentCache, ParentCacheError
 from hkt.models import build_model
+from hkt.parent_cache import ParentCache, ParentCacheError
 from hkt.training.run import fit
 
 PARENT = ["parent.arch=resnet8", "parent.width=8", "trainer.max_epochs=2"]
