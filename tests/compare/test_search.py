@@ -215,3 +215,21 @@ def test_a_running_trial_of_another_machine_is_reported_with_its_host_and_left_t
     search_mod.tune(grid)
     assert "tune ce: trial 0 belongs to host gpu-node-7; it resumes there" in capsys.readouterr().out
     assert [r["trial"] for r in trial_records(grid["out_dir"], "ce")] == [1], "trial 0 is left to its host"
+
+
+def test_a_truncated_trial_record_is_named_and_its_trial_redone(tmp_path, monkeypatch, caplog):
+    search = {"trials": 3, "tuning_seeds": [7], "space": {"optim.lr": {"low": 0.001, "high": 0.05, "log": True}}}
+    ce = {"ce": {"method": {"name": "ce"}, "parent": {"arch": None, "weights": None}}}
+    monkeypatch.setattr(search_mod, "_objective", _fake_objective)
+    grid = load_grid(grid_with_search(tmp_path, search, ce))
+    search_mod.tune(grid)
+    record = Path(grid["out_dir"]) / "search" / "ce" / "trial1.json"
+    whole = record.read_text()
+    record.write_text(whole[:50])  # a full disk, on a fresh checkout (no study database)
+    (Path(grid["work_dir"]) / "search.db").unlink()
+    with caplog.at_level("WARNING"):
+        search_mod.tune(grid)
+    assert f"{record} cannot be read" in caplog.text
+    assert record.read_text() == whole, "trial 1 redone with its own candidate, the record written again"
+    study, _ = search_mod.open_study(grid, "ce")
+    assert [t.number for t in study.trials] == [0, 1, 2]
