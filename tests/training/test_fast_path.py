@@ -48,7 +48,7 @@ def test_channels_last_runs_hkt_end_to_end(tiny_fashion):
 
 
 def test_fast_path_bad_input_fails_before_training(tiny_fashion, monkeypatch):
-    with pytest.raises(FastPathError, match=r"cannot speed up HKT.*works for the methods without genes \(ce, dist, dkd, kd\)"):
+    with pytest.raises(FastPathError, match=r"cannot speed up HKT.*works for the methods without genes \(ce, deit, dist, dkd, kd\)"):
         build(load_config(None, tiny_fashion + ["parent.arch=resnet8", "method={name: hkt, genes: [avgpool]}", "compile=true"]))
 
     def broken(*args, **kwargs):
