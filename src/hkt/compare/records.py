@@ -100,11 +100,10 @@ def unhashed(grid: dict[str, Any]) -> list[str]:
         for k, r in sorted(by_seed.items())
         if "parent_weights" not in r and reads_parent(r.get("config", {}))
     ]
+    common = grid.get("common") or {}
     for method, options in grid["methods"].items() if grid.get("search") else ():
-        spec = {**(grid.get("common") or {}), **(options or {})}
-        if reads_parent(
-            {"parent": {**(grid.get("common") or {}).get("parent", {}), **(spec.get("parent") or {})}, "method": spec["method"]}
-        ):
+        own = options or {}
+        if reads_parent({"parent": {**(common.get("parent") or {}), **(own.get("parent") or {})}, "method": own["method"]}):
             missing += [f"search/{method}/trial{t['trial']}" for t in trial_records(grid["out_dir"], method) if not t.get("parent_weights")]
     return missing
 

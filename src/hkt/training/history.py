@@ -28,15 +28,16 @@ def epoch_line(row: dict[str, float], epochs: int, seconds: float) -> str:
 
 
 class History(L.Callback):
-    """Per-epoch metrics, step times and (``log``) the metrics CSV's rows, in ``history.json`` and in every checkpoint.
+    """Per-epoch metrics and step times (``history.json`` and every checkpoint), and in every checkpoint the rows of
+    the metrics CSV (``csv``).
 
     Checkpoints are written in ``on_train_epoch_end``, before Lightning logs the epoch's training means (it logs them
     after that hook), so each checkpoint also carries that pending row: a run resumed from it logs exactly the rows
     of an uninterrupted one."""
 
-    def __init__(self, path: Path, log: MetricsCSV) -> None:
+    def __init__(self, path: Path, csv: MetricsCSV) -> None:
         self.path = path
-        self.csv = log
+        self.csv = csv
         self.pending_row: dict[str, Any] | None = None
         self.epochs: list[dict[str, float]] = []
         self.step_times: list[float] = []
