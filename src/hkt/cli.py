@@ -62,7 +62,7 @@ def _genes(args: argparse.Namespace, extra: list[str]) -> str:
 
         cfg = load_config(args.config, _overrides(extra))
         task = task_of(cfg)
-        data = task.data_class(**cfg["data"], train_seed=cfg["seed"])
+        data = task.data_for(cfg["data"])(**cfg["data"], train_seed=cfg["seed"])
         data.setup()
         example = data.example_input(2)
         nets = {role: task.build_net(cfg[role], data) for role in ("parent", "child") if cfg[role].get("arch")}

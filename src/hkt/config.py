@@ -12,17 +12,16 @@ straight through: accelerator, devices, strategy, num_nodes, precision, max_epoc
 
 from __future__ import annotations
 
-import collections.abc
 import copy
 import difflib
 import inspect
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hkt.options import ConfigError, check_types
 
 
 class _Loader(yaml.SafeLoader):
@@ -65,69 +64,11 @@ DEFAULTS: dict[str, Any] = {
 PARENT_CACHE_KEYS = {"dir", "max_gb", "read_only", "store", "fp16"}
 
 
-class ConfigError(ValueError):
-    """A configuration key or value is invalid."""
-
-
 def _keys_of(fn: Any, drop: tuple[str, ...] = ()) -> set[str]:
     return {p for p in inspect.signature(fn).parameters if p not in ("self", *drop)}
 
 
-def _hints(fn: Any) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(fn)
-    except Exception:  # a library's annotation we cannot resolve: no type checks for that object
-        return {}
-
-
-def _accepts(hint: Any, value: Any) -> bool | None:
-    """Whether ``value`` fits ``hint``; ``None`` when the hint is not a plain number/bool/str type we check."""
-    origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if origin in (list, tuple, collections.abc.Sequence) and typing.get_args(hint):
-        if not isinstance(value, (list, tuple)):
-            return False
-        verdicts = [_accepts(typing.get_args(hint)[0], v) for v in value]
-        return False if False in verdicts else None if None in verdicts else True
-    if origin in (typing.Union, types.UnionType):
-        verdicts = [_accepts(h, value) for h in typing.get_args(hint)]
-        return True if True in verdicts else None if None in verdicts else False
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    return None
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if typing.get_origin(hint) in (list, tuple, collections.abc.Sequence) and typing.get_args(hint):
-        return f"a list of {_type_name(typing.get_args(hint)[0])}"
-    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
-def check_types(options: dict[str, Any], fn: Any, where: str) -> None:
-    """Raise ``ConfigError`` naming the key, the value and the expected type when a number, bool or string
-    option of ``fn`` has a value of another type (e.g. ``lr: "1e-3"`` quoted, or ``max_epochs: 2.5``)."""
-    hints = _hints(fn)
-    for key, value in options.items():
-        if key in hints and _accepts(hints[key], value) is False:
-            choice = typing.get_origin(hints[key]) is typing.Literal
-            raise ConfigError(
-                f"config key '{where}{key}' must be {_type_name(hints[key])}, got {value!r}"
-                + ("" if choice else f" ({type(value).__name__}); write numbers unquoted, e.g. lr: 0.001 or lr: 1e-3")
-            )
-
-
-def _allowed(task: str) -> dict[str, set[str]]:
+def _allowed(task: str, data: dict[str, Any]) -> dict[str, set[str]]:
     import lightning as L
 
     from hkt.tasks import TASKS
@@ -137,7 +78,7 @@ def _allowed(task: str) -> dict[str, set[str]]:
         raise ConfigError(f"task.name must be one of {', '.join(TASKS)}, got {task!r}")
     return {
         "task": {"name"} | _keys_of(TASKS[task].__init__),
-        "data": _keys_of(TASKS[task].data_class.__init__, ("train_seed",)),
+        "data": _keys_of(TASKS[task].data_for(data).__init__, ("train_seed",)),
         "parent": set(TASKS[task].net_keys),
         "child": set(TASKS[task].net_keys),
         "optim": _keys_of(MethodModule.__init__, ("method", "task", "data", "run", "channels_last")),
@@ -165,7 +106,9 @@ def _check_section_types(cfg: dict[str, Any]) -> None:
 
     task = TASKS[cfg["task"]["name"]]
     check_types(cfg["task"], task.__init__, "task.")
-    check_types(cfg["data"], task.data_class.__init__, "data.")
+    data_class = task.data_for(cfg["data"])
+    check_types(cfg["data"], data_class.__init__, "data.")
+    data_class.check(cfg["data"])
     check_types(cfg["optim"], MethodModule.__init__, "optim.")
     check_types(cfg["trainer"], L.Trainer.__init__, "trainer.")
 
@@ -179,7 +122,9 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
             raise _unknown(key, set(DEFAULTS), "")
     if not isinstance(cfg["task"], dict):
         raise ConfigError(f"config section 'task' must be a mapping like {{name: segmentation}}, got {cfg['task']!r}")
-    for section, valid in _allowed(cfg["task"].get("name")).items():
+    if not isinstance(cfg["data"], dict):
+        raise ConfigError(f"config section 'data' must be a mapping, got {cfg['data']!r}")
+    for section, valid in _allowed(cfg["task"].get("name"), cfg["data"]).items():
         if not isinstance(cfg[section], dict):
             raise ConfigError(f"config section {section!r} must be a mapping, got {cfg[section]!r}")
         for key in cfg[section]:

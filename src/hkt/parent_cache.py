@@ -59,7 +59,8 @@ def _tensor_digest(h: Any, t: Tensor) -> None:
 
 
 def parent_fingerprint(parent: nn.Module, fp16: bool = False) -> dict[str, Any]:
-    """What the parent's outputs depend on besides its input: class, weights (hashed), precision, storage dtype."""
+    """What the parent's outputs depend on besides its input: class, weights (hashed), precision, storage dtype, and
+    the forward pre-hooks that change its input."""
     h = hashlib.blake2b(digest_size=16)
     for name, t in list(parent.state_dict(keep_vars=False).items()):
         h.update(name.encode())
@@ -73,6 +74,8 @@ def parent_fingerprint(parent: nn.Module, fp16: bool = False) -> dict[str, Any]:
         "device": device,
         "autocast": autocast,
         "storage": "float16" if fp16 else "as computed",
+        # what converts the input on entry (hkt.data.recipe.Renormalize states its map): another map, another directory
+        **({"input": [repr(h) for h in parent._forward_pre_hooks.values()]} if parent._forward_pre_hooks else {}),
     }
 
 

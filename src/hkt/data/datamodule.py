@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
@@ -29,6 +29,7 @@ DATASETS = {
     # name: (loader, mean, std, crop padding for training augmentation, horizontal flip)
     # CIFAR uses ImageNet statistics: the published checkpoints were trained with them.
     "cifar10": (sources.cifar10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 4, True),
+    "cifar100": (sources.cifar100, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 4, True),
     "fashion_mnist": (sources.fashion_mnist, (0.2860,), (0.3530,), 2, True),
 }
 
@@ -62,14 +63,23 @@ class PositionSampler(EpochSampler):
 
 
 def loader(
-    data: Dataset, batch_size: int, num_workers: int, train: bool = False, seed: int = 0, sampler: type[EpochSampler] = EpochSampler
+    data: Dataset,
+    batch_size: int,
+    num_workers: int,
+    train: bool = False,
+    seed: int = 0,
+    sampler: type[EpochSampler] = EpochSampler,
+    epoch: int = 0,
 ) -> DataLoader:
     """A split's loader: training batches come from ``sampler`` (seeded order and augmentation, DDP shards, last
-    partial batch dropped); evaluation batches in order, all of them."""
+    partial batch dropped), starting at ``epoch``; evaluation batches in order, all of them."""
+    if train:
+        order = sampler(data, seed)
+        order.set_epoch(epoch)
     return DataLoader(
         data,
         batch_size=batch_size,
-        sampler=sampler(data, seed) if train else None,
+        sampler=order if train else None,
         drop_last=train,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
@@ -85,15 +95,38 @@ class SplitData(L.LightningDataModule):
     num_workers: int
     train_seed: int
 
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> None:
+        """Config-time checks of options that a signature cannot type (nested mappings); none here."""
+
+    def fit_to(self, child: nn.Module | None, parent: nn.Module | None) -> Any:
+        """Adopt the networks' input settings (streaming sources: normalisation, interpolation); return a forward
+        pre-hook that converts the loader's input into the parent's, or ``None`` (always, here)."""
+        return None
+
     def example_input(self, n: int = 2) -> Tensor:
         """A small real batch of ``n`` validation inputs for dry runs (adapter sizing)."""
         self.setup()
         val = self.splits["val"]
         return torch.stack([val[i % len(val)][0] for i in range(n)])
 
+    resume_epoch = 0  # the epoch a resumed run starts with (``load_state_dict``)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the epoch a run resumed from it starts with. Lightning sets the sampler's epoch
+        only after it has created the resumed epoch's iterator, and a loader with workers draws its first batches at
+        creation, so without this a resumed run would replay epoch 0's order and augmentation."""
+        return {"epoch": self.trainer.fit_loop.epoch_progress.current.processed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.resume_epoch = int(state["epoch"])
+
     def _loader_for(self, split: str) -> DataLoader:
         self.setup()
-        return loader(self.splits[split], self.batch_size, self.num_workers, split == "train", self.train_seed)
+        train = split == "train"
+        return loader(
+            self.splits[split], self.batch_size, self.num_workers, train, self.train_seed, epoch=self.resume_epoch if train else 0
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader_for("train")
@@ -145,7 +178,7 @@ class ImageClassificationData(SplitData):
     """Options of ``ImageClassificationData`` (keyword arguments; configs set them by name).
 
     Args:
-        name: ``cifar10`` | ``fashion_mnist``.
+        name: ``cifar10`` | ``cifar100`` | ``fashion_mnist`` (``image_folder`` and ``hf`` stream: ``hkt.data.stream``).
         root: dataset folder (see ``hkt.data.sources``); ``None`` uses the environment defaults.
         val_size: validation images (from train, or from test when ``val_from == "test"``).
         val_from: ``train`` | ``test``.
@@ -175,7 +208,10 @@ class ImageClassificationData(SplitData):
     ) -> None:
         super().__init__()
         if name not in DATASETS:
-            raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+            raise ValueError(
+                f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (held in memory), image_folder (a folder "
+                "of your own images, any size) or hf (a Hugging Face dataset)"
+            )
         if val_from not in ("train", "test"):
             raise ValueError(f"data.val_from must be 'train' or 'test', got {val_from!r}")
         self.name, self.root, self.download = name, root, download
@@ -223,7 +259,7 @@ class ImageClassificationData(SplitData):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return loader(self.splits["train"], self.batch_size, self.num_workers, True, self.train_seed, PositionSampler)
+        return loader(self.splits["train"], self.batch_size, self.num_workers, True, self.train_seed, PositionSampler, self.resume_epoch)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> Any:
         """Training batches ``(uint8 x, y, key)``: crop + flip per sample (seeded by seed, epoch, batch, rank),

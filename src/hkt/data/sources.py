@@ -1,5 +1,7 @@
-"""Where image-classification data comes from: canonical archives, ImageFolder trees, or the JPEG copy of
-CIFAR-10 in the offline mirror. Every source is decoded once into uint8 arrays ``(N, H, W, C)`` cached under
+"""Where in-memory image-classification data comes from (CIFAR-10, CIFAR-100, Fashion-MNIST): canonical archives,
+ImageFolder trees of same-size images, or the JPEG copy of CIFAR-10 in the offline mirror. Folders of images of any
+size, and Hugging Face datasets, stream instead (``hkt.data.stream``). Every source here is decoded once into uint8
+arrays ``(N, H, W, C)`` cached under
 ``$HKT_CACHE_DIR`` (default ``~/.cache/hkt``) as ``.npy`` files, loaded without pickle.
 
 The cache is keyed by a **fingerprint of the source files** (resolved path, size, modification time), so a
@@ -138,6 +140,43 @@ def cifar10(root: str | os.PathLike | None = None, download: bool = False) -> De
         "an ImageFolder tree train/<class>/, test/<class>/, or cifar10-jpeg.tar.gz. Set data.root (or $HKT_DATA_DIR) "
         "to the folder holding one of them, or set data.download: true when online."
     )
+
+
+def cifar100(root: str | os.PathLike | None = None, download: bool = False) -> Decoded:
+    """CIFAR-100 (fine labels) from, in order: ``cifar-100-python``/``cifar-100-python.tar.gz`` under ``root``
+    (md5-checked by torchvision), an ImageFolder tree ``root/cifar100/{train,test}/<class>/`` (or ``root`` itself
+    when it holds exactly 100 class folders); else a download of the canonical archive when ``download``. Labels of
+    a tree index its sorted class folders, which for CIFAR-100's names is the archive's (alphabetical) order."""
+    root = data_root(root)
+    canonical = root / "cifar-100-python"
+    if canonical.is_dir() or (root / "cifar-100-python.tar.gz").is_file() or download:
+        from torchvision.datasets import CIFAR100
+
+        if not canonical.is_dir():  # extract (or download, md5-checked) once, so the fingerprint sees the files
+            CIFAR100(str(root), True, download=download)
+        classes = tuple(CIFAR100(str(root), False).classes)
+        return _cached("cifar100", _files_under(canonical), canonical, classes, lambda: _cifar100_torchvision(root))
+    for tree in (root / "cifar100", root):
+        if (tree / "train").is_dir() and (tree / "test").is_dir():
+            classes = tree_classes(tree)
+            if len(classes) != 100:
+                if tree == root:
+                    continue  # another dataset's tree (e.g. CIFAR-10's) at the data root
+                raise ValueError(f"{tree} is a CIFAR-100 tree with {len(classes)} class folders; CIFAR-100 has 100")
+            files = _files_under(tree / "train", tree / "test")
+            return _cached("tree", files, tree, classes, lambda: _tree(tree, classes))
+    raise DatasetNotFoundError(
+        f"no CIFAR-100 under {root}: expected cifar-100-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) or an "
+        "ImageFolder tree cifar100/train/<class>/, cifar100/test/<class>/. Set data.root (or $HKT_DATA_DIR) to the "
+        "folder holding one of them, or set data.download: true when online."
+    )
+
+
+def _cifar100_torchvision(root: Path) -> tuple[np.ndarray, ...]:
+    from torchvision.datasets import CIFAR100
+
+    train, test = CIFAR100(str(root), True), CIFAR100(str(root), False)
+    return train.data, np.asarray(train.targets, np.int64), test.data, np.asarray(test.targets, np.int64)
 
 
 def _cifar10_torchvision(root: Path) -> tuple[np.ndarray, ...]:

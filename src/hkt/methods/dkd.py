@@ -93,7 +93,8 @@ class DKD(WarmedUp, Method):
         teacher, _ = self.read_parent(x)
         out = self.child(x)
         s, t = standardized(self.logit_standardize, out, teacher)
-        (s, target), (t, _) = as_rows(s, y), as_rows(t)
+        # DKD splits the logits at the target class: with mixed or smoothed targets (B, K), the class of largest weight
+        (s, target), (t, _) = as_rows(s, y if y.dim() != out.dim() else y.argmax(1)), as_rows(t)
         return out, {
             "task": self.task_weight * self.task_loss(out, y),
             "dkd": self.warm * dkd_loss(s, t, target, self.alpha, self.beta, self.temperature),

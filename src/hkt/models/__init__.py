@@ -95,8 +95,15 @@ def build_model(
             "timm:<model name> or hf:<transformers class>"
         )
     if weights and not published:
-        load_weights(model, weights)
+        load_weights(model, weights, classifier_paths(model))
     return model
+
+
+def classifier_paths(model: nn.Module) -> tuple[str, ...]:
+    """The module paths of a timm model's classifier (its ``pretrained_cfg``), which a checkpoint for another class
+    count may replace; none for other models, which load strictly."""
+    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
+    return (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
 
 
 __all__ = [

@@ -1,6 +1,11 @@
 """Other people's models by name: ``timm:<name>`` and ``hf:<class>[:<config>]`` (optional extras
 ``pip install hkt[timm,hf]``). Built from configs, never downloaded unless asked for: ``weights: timm:pretrained``
-(timm's hub, hash-checked by it) or a local Hugging Face folder holding ``model.safetensors``.
+(timm's hub, hash-checked by it), a local Hugging Face folder holding ``model.safetensors``, or a hub id
+``hf:<class>:<org>/<name>`` (its ``model.safetensors``, from the hub or its cache; never a pickle).
+
+A pretrained model with another class count gets a fresh head for the data's classes (timm's ``num_classes``,
+transformers' ``ignore_mismatched_sizes``; a local timm checkpoint: ``hkt.models.weights.load_weights(head=...)``),
+named in the log; any other weight missing from the checkpoint is an error.
 
 ``options`` are the architecture's own keyword arguments: ``timm.create_model`` arguments (``img_size``,
 ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``, ...) or Hugging Face config attributes (``image_size``,
@@ -13,13 +18,16 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+log = logging.getLogger("hkt")
 
-def _require(module: str, extra: str) -> Any:
+
+def require(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -41,7 +49,7 @@ def _refuse_data_options(model: str, options: dict[str, Any], owned: dict[str, i
 
 def timm_model(name: str, num_classes: int, in_channels: int, weights: str | None, options: dict[str, Any]) -> nn.Module:
     """``timm.create_model(name, num_classes, in_chans, **options)``; ``weights='timm:pretrained'`` downloads timm's."""
-    timm = _require("timm", "timm")
+    timm = require("timm", "timm")
     _refuse_data_options(f"timm:{name}", options, {"num_classes": num_classes, "in_chans": in_channels})
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
@@ -76,14 +84,39 @@ def hf_model(spec: str, num_classes: int, in_channels: int, options: dict[str, A
     """``<class>[:<config>]``: a ``transformers`` model class (e.g. ``ViTForImageClassification``) built from its
     default config, a JSON file, a local folder or a hub id, with ``options`` set on the config. A local folder
     with ``model.safetensors`` also loads its weights (safetensors only: nothing is unpickled)."""
-    transformers = _require("transformers", "hf")
+    transformers = require("transformers", "hf")
     name, _, source = spec.partition(":")
     cls = getattr(transformers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
         close = difflib.get_close_matches(name, [n for n in dir(transformers) if n.endswith(("Model", "ForImageClassification"))], n=5)
         raise ValueError(f"transformers has no model class {name!r}" + (f"; close names: {', '.join(close)}" if close else ""))
     _refuse_data_options(f"hf:{name}", options, {"num_labels": num_classes, "num_channels": in_channels})
-    config = _hf_config(cls, source or None, options, num_classes, in_channels)
-    if source and (Path(source) / "model.safetensors").is_file():
-        return cls.from_pretrained(source, config=config, use_safetensors=True)
-    return cls(config)
+    local = bool(source) and Path(source).exists()
+    try:
+        config = _hf_config(cls, source or None, options, num_classes, in_channels)
+        if not source or (local and not (Path(source) / "model.safetensors").is_file()):
+            return cls(config)  # a config alone: random initialisation, as asked
+        model, info = cls.from_pretrained(
+            source, config=config, use_safetensors=True, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+    except OSError as e:  # not reachable, not cached, no safetensors file
+        raise ValueError(
+            f"hf:{name}:{source}: cannot load it ({str(e).splitlines()[0]}). Give a local folder holding config.json and "
+            "model.safetensors, or a hub id that is reachable (or already in the Hugging Face cache, with HF_HUB_OFFLINE=1)"
+        ) from e
+    _check_loaded(f"hf:{name}:{source}", info)
+    return model
+
+
+def _check_loaded(what: str, info: dict[str, Any]) -> None:
+    """Every weight of the model came from the checkpoint, except a classifier head replaced for another class
+    count (``mismatched_keys``, logged); a weight left at random initialisation is an error, naming it."""
+    replaced = {k for k, *_ in info.get("mismatched_keys", [])}
+    missing = sorted(set(info.get("missing_keys", [])) - replaced)
+    if missing:
+        raise ValueError(
+            f"{what}: the checkpoint lacks {len(missing)} weight(s) of the model ({', '.join(missing[:5])}"
+            f"{' …' if len(missing) > 5 else ''}); they would train from random values. Check the model class and source"
+        )
+    if replaced:
+        log.info("%s: head replaced for this dataset's classes (%s start from random values)", what, ", ".join(sorted(replaced)))

@@ -8,6 +8,7 @@ Lookup order for a registered file: ``$HKT_WEIGHTS_DIR/<subdir>/<file>`` or ``$H
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +101,19 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, Tensor)}
 
 
-def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str = "checkpoint") -> nn.Module:
-    """Load strictly; on a mismatch list missing/unexpected keys and shape clashes in one error."""
+def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str = "checkpoint", head: tuple[str, ...] = ()) -> nn.Module:
+    """Load strictly; on a mismatch list missing/unexpected keys and shape clashes in one error. Weights under the
+    module paths ``head`` (a classifier) whose shapes differ are the only exception: a pretrained model trained for
+    another class count keeps its fresh head for this dataset's classes (logged)."""
     own = model.state_dict()
+    replaced = sorted(
+        k for k in own if k in state_dict and own[k].shape != state_dict[k].shape and any(k.startswith(h + ".") for h in head)
+    )
+    if replaced:
+        state_dict = {**{k: v for k, v in state_dict.items() if k not in replaced}, **{k: own[k] for k in replaced}}
+        logging.getLogger("hkt").info(
+            "%s: head replaced for this dataset's classes (%s start from random values)", source, ", ".join(replaced)
+        )
     # checkpoints written before PyTorch 0.4.1 have no BatchNorm step counters; they carry no weights
     state_dict = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state_dict}
     missing = sorted(set(own) - set(state_dict))
@@ -134,7 +145,9 @@ def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str = "ch
     return model
 
 
-def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
-    """Load registered weights (by name) or a file (by path) into ``model``."""
+def load_weights(model: nn.Module, weights: str | Path, head: tuple[str, ...] = ()) -> nn.Module:
+    """Load registered weights (by name) or a file (by path) into ``model``; ``head``: see ``load_into``."""
     path = resolve(str(weights)) if str(weights) in REGISTRY else Path(weights)
-    return load_into(model, read_state_dict(path), str(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; give a registered name ({', '.join(sorted(REGISTRY))}) or a file")
+    return load_into(model, read_state_dict(path), str(path), head)

@@ -22,6 +22,11 @@ class Task:
     logits: ClassVar[bool] = True  # outputs are class logits (logit methods: dkd, dist, logit standardisation)
     net_keys: ClassVar[frozenset[str]] = frozenset({"arch", "weights", "width", "options", "output"})  # parent / child keys
 
+    @classmethod
+    def data_for(cls, options: dict[str, Any]) -> type[L.LightningDataModule]:
+        """The data module class that reads the config's ``data`` section (by its ``name`` where a task has several)."""
+        return cls.data_class
+
     def __init__(self) -> None:  # the task's options (config section ``task``) are its keyword arguments
         pass
 

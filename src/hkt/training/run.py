@@ -26,6 +26,7 @@ from hkt.training.history import History
 from hkt.training.kill_points import KillPoints
 from hkt.training.metrics_log import MetricsCSV
 from hkt.training.module import MethodModule, NonFiniteLossError
+from hkt.training.progress import EpochBar
 
 log = logging.getLogger("hkt")
 
@@ -49,13 +50,14 @@ def describe_run(cfg: dict[str, Any]) -> dict[str, Any]:
 def build(cfg: dict[str, Any]) -> tuple[Any, MethodModule]:
     """Data module (set up, so missing data fails here) and the LightningModule for ``cfg``."""
     task = task_of(cfg)
-    data = task.data_class(**cfg["data"], train_seed=cfg["seed"])
+    data = task.data_for(cfg["data"])(**cfg["data"], train_seed=cfg["seed"])
     data.setup()
-    nets = {
-        role: read_logits(task.build_net(cfg[role], data), cfg[role].get("output"), role)
-        for role in ("parent", "child")
-        if cfg[role].get("arch")
-    }
+    built = {role: task.build_net(cfg[role], data) for role in ("parent", "child") if cfg[role].get("arch")}
+    # the loader feeds the child's input settings; a parent that wants another normalisation converts on entry
+    parent_input = data.fit_to(built["child"], built.get("parent"))
+    nets = {role: read_logits(net, cfg[role].get("output"), role) for role, net in built.items()}
+    if parent_input is not None:
+        nets["parent"].register_forward_pre_hook(parent_input)
     options = dict(cfg["method"])
     example = data.example_input()
     method = build_method(options.pop("name"), nets["child"], nets.get("parent"), example, task, **options)
@@ -157,10 +159,11 @@ def make_trainer(cfg: dict[str, Any]) -> tuple[L.Trainer, ModelCheckpoint, Histo
     last = ModelCheckpoint(ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
     loggers = _loggers(out)
     history = History(out / "history.json", loggers[0])
+    bar = [EpochBar()] if cfg["trainer"].get("enable_progress_bar", True) else []
     trainer = L.Trainer(
         default_root_dir=str(out),
         logger=loggers,
-        callbacks=[best, last, history, KillPoints()],
+        callbacks=[best, last, history, KillPoints(), *bar],
         plugins=[AtomicCheckpointIO()],
         **cfg["trainer"],
     )
