@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import pickle
+import signal
 import sys
 from pathlib import Path
 
@@ -280,6 +281,15 @@ def main(argv: list[str] | None = None) -> int:
         quiet()
     try:
         return COMMANDS[args.command](args, extra)
+    except SystemExit as e:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException  # loaded already: Lightning raised it
+
+        if not isinstance(e, SIGTERMException):
+            raise
+        # Lightning stops at the next step with SystemExit() (status 0): a driver would take the unfinished run for a
+        # finished one. What the last checkpoint holds is kept; --resume continues from it.
+        print(f"hkt {args.command}: stopped by SIGTERM before finishing; rerun with --resume to continue", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except _EXPECTED as e:
         if args.debug:
             raise

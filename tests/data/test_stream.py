@@ -245,3 +245,14 @@ def test_the_progress_bar_counts_epochs_as_hkt_does_and_shows_the_loaders_share(
     err = capfd.readouterr().out  # Lightning draws its bars on stdout
     assert "epoch 2/2:" in err and "Epoch " not in err, err[-2000:]
     assert "img/s=" in err and "data=" in err and "%" in err, err[-3000:]
+
+
+def test_sigterm_stops_with_a_failing_status_and_the_run_resumes(pictures, tmp_path):
+    """Lightning turns SIGTERM into ``SystemExit()`` (status 0): a driver script would take the unfinished run for a
+    finished one. ``hkt`` exits 143 (128 + SIGTERM), keeps the last checkpoint, and ``--resume`` finishes the run."""
+    run = folder_run(pictures, tmp_path / "run", "trainer.max_epochs=2")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HKT_KILL_AT": "train_batch@5", "HKT_KILL_SIGNAL": "TERM"}
+    proc = subprocess.run([HKT, "fit", *run], env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run" / "result.json").exists() and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert main(["fit", "--resume", *run]) == 0
