@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_exp.add_argument("--out", default=None, help="output folder (default: out_dir/export)")
     p_exp.add_argument("--format", nargs="+", default=None, metavar="FMT", help="any of safetensors onnx pt2; default: all three")
     for p in (p_fit, p_test, p_exp):
-        p.add_argument("--config", "-c", help="YAML config (see configs/)")
+        p.add_argument("--config", "-c", help="YAML config (see configs/), or a finished run's folder (test, export)")
     for p in (p_test, p_exp):
         p.add_argument("--ckpt", default="best", help="best | last | a checkpoint path")
     p_demo = sub.add_parser("demo", help="offline Fashion-MNIST demo: parent, base, then ce / kd / hkt (minutes on a CPU)")

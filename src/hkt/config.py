@@ -194,13 +194,23 @@ def from_dict(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Defaults <- YAML file <- overrides; validated."""
+    """Defaults <- YAML file <- overrides; validated. ``path`` may also be a run folder (``hkt fit``'s ``out_dir``, or
+    a final run of ``hkt compare``, e.g. ``runs/<grid>/runs/hkt/seed0``): the config its ``result.json`` records."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if path.is_dir():
+            if not (path / "result.json").is_file():
+                raise ConfigError(f"{path} is a folder without result.json: give a YAML config or a finished run's folder")
+            path = path / "result.json"
+            loaded = (load_yaml(path.read_text()) or {}).get("config")  # JSON is YAML
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{path} records no config; give the run's YAML config instead")
+            loaded = {**loaded, "out_dir": str(path.parent)}  # wherever the folder lies now
+        elif not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = load_yaml(path.read_text()) or {}
+        else:
+            loaded = load_yaml(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of sections")
         cfg = merge(cfg, loaded)
