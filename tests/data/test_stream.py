@@ -20,7 +20,7 @@ from hkt.data import images as images_module
 from hkt.data.datamodule import ImageClassificationData
 from hkt.data.folder_synthetic import MODES, class_image, write_image, write_image_folder
 from hkt.data.images import CorruptImageError, open_image
-from hkt.data.recipe import Recipe, mix_batch
+from hkt.data.recipe import IMAGENET_MEAN, IMAGENET_STD, InputConfig, Recipe, TrainCrop, seeded, train_batch
 from hkt.data.sources import DatasetNotFoundError
 from hkt.data.stream import FolderData, HFData
 from hkt.training.run import build
@@ -134,11 +134,14 @@ def test_training_samples_are_seeded_per_sample_and_leave_the_global_rng_alone(p
 
 
 def test_mixup_and_cutmix_give_soft_targets_and_every_method_trains_on_them(pictures, tmp_path):
-    x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 3
-    recipe = Recipe(mixup=0.8, cutmix=1.0, label_smoothing=0.1)
-    mixed, target = mix_batch(recipe, x, y, 3, seed=5)
-    assert target.shape == (8, 3) and torch.allclose(target.sum(1), torch.ones(8))
-    assert torch.equal(mix_batch(recipe, x, y, 3, seed=5)[0], mixed)  # seeded
+    x, y = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8), torch.arange(8) % 3
+    recipe, cfg = (
+        Recipe(mixup=0.8, cutmix=1.0, label_smoothing=0.1, erasing=0.5),
+        InputConfig(IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875, ""),
+    )
+    mixed, target = train_batch(recipe, cfg, x, y, 3, seed=5)
+    assert mixed.dtype == torch.float32 and target.shape == (8, 3) and torch.allclose(target.sum(1), torch.ones(8))
+    assert torch.equal(train_batch(recipe, cfg, x, y, 3, seed=5)[0], mixed)  # seeded
     run = folder_run(pictures, tmp_path / "dkd", "data.augment={mixup: 0.8, cutmix: 1.0, label_smoothing: 0.1}")
     run += ["parent.arch=resnet8", "parent.width=4", "method={name: dkd}", "trainer.max_epochs=1"]
     assert main(["fit", *run]) == 0
@@ -256,3 +259,31 @@ def test_sigterm_stops_with_a_failing_status_and_the_run_resumes(pictures, tmp_p
     assert proc.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "run" / "result.json").exists() and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert main(["fit", "--resume", *run]) == 0
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_for_a_crop_that_allows_it(tmp_path):
+    pixels = class_image(2, (1600, 1200), np.random.default_rng(0))
+    write_image(tmp_path / "big.jpg", pixels, "RGB")
+    crop = TrainCrop(Recipe(scale=(0.9, 1.0)), 64, InputConfig(IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875, ""), 3)
+    with Image.open(tmp_path / "big.jpg") as lazy:
+        reduced = seeded(lambda im: crop(im, "big.jpg"), lazy, 7)
+        assert lazy.size == (200, 150)  # Pillow's draft: 1/8 scale
+    with Image.open(tmp_path / "big.jpg") as im:
+        im.load()  # decoded already: no draft
+        full = seeded(lambda im: crop(im, "big.jpg"), im, 7)
+    assert reduced.shape == full.shape == (3, 64, 64) and reduced.dtype == torch.uint8
+    assert (reduced.float() - full.float()).abs().mean() < 6  # the same crop, decoded at another scale
+
+
+def test_the_crop_is_drawn_in_the_upright_frame_of_a_rotated_photo(tmp_path):
+    pixels = class_image(0, (120, 40), np.random.default_rng(0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    crop = TrainCrop(
+        Recipe(scale=(1.0, 1.0), ratio=(1 / 3, 1 / 3), flip=False), 30, InputConfig(IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875, ""), 3
+    )
+    with Image.open(tmp_path / "rotated.jpg") as im:
+        out = seeded(lambda im: crop(im, "rotated.jpg"), im, 0)
+    upright = np.asarray(open_image(tmp_path / "rotated.jpg", 3).resize((30, 30), Image.Resampling.BILINEAR), dtype=np.float32)
+    assert np.abs(out.permute(1, 2, 0).numpy().astype(np.float32) - upright).mean() < 3  # the whole 40x120 upright photo

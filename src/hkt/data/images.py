@@ -152,7 +152,8 @@ def index_folder(root: str | os.PathLike) -> FolderIndex:
 
 
 class FolderImages:
-    """One split of an ImageFolder tree: ``image(i)`` decodes file ``i`` (see ``open_image``), ``labels`` ``(N,)``."""
+    """One split of an ImageFolder tree: ``open(i)`` file ``i`` (not decoded), ``image(i)`` decoded (``decode``),
+    ``labels`` ``(N,)``."""
 
     def __init__(self, folder: Path, files: list[tuple[str, int]], channels: int) -> None:
         self.folder, self.channels = folder, channels
@@ -162,28 +163,45 @@ class FolderImages:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def where(self, i: int) -> str:
+        return str(self.folder / self.paths[i])
+
+    def open(self, i: int) -> Image.Image:
+        try:
+            return Image.open(self.folder / self.paths[i])
+        except (OSError, ValueError, SyntaxError) as e:  # removed or replaced since the index was built
+            raise CorruptImageError(f"{self.where(i)}: cannot read ({e}); remove or replace the file") from e
+
     def image(self, i: int) -> Image.Image:
-        return open_image(self.folder / self.paths[i], self.channels)
+        with self.open(i) as im:
+            return decode(im, self.channels, self.where(i))
 
     def subset(self, idx: np.ndarray) -> FolderImages:
         return FolderImages(self.folder, [(self.paths[i], int(self.labels[i])) for i in idx], self.channels)
 
 
 class HFImages:
-    """One split of a Hugging Face ``datasets.Dataset``: ``image(i)`` decodes row ``i``'s ``image_column`` (an
-    ``Image`` feature: a PIL image), ``labels`` ``(N,)`` from ``label_column``, read once."""
+    """One split of a Hugging Face ``datasets.Dataset``: ``open(i)`` row ``i``'s ``image_column`` (an ``Image``
+    feature: a PIL image), ``image(i)`` decoded (``decode``), ``labels`` ``(N,)`` from ``label_column``, read once."""
 
     def __init__(self, dataset: Any, image_column: str, labels: np.ndarray, channels: int, where: str) -> None:
-        self.dataset, self.image_column, self.labels, self.channels, self.where = dataset, image_column, labels, channels, where
+        self.dataset, self.image_column, self.labels, self.channels, self.name = dataset, image_column, labels, channels, where
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def image(self, i: int) -> Image.Image:
+    def where(self, i: int) -> str:
+        return f"{self.name} row {i}"
+
+    def open(self, i: int) -> Image.Image:
         value = self.dataset[int(i)][self.image_column]
         if not isinstance(value, Image.Image):
-            raise TypeError(f"{self.where} row {i}: column {self.image_column!r} holds {type(value).__name__}, not an image")
-        return decode(value, self.channels, f"{self.where} row {i}")
+            raise TypeError(f"{self.where(i)}: column {self.image_column!r} holds {type(value).__name__}, not an image")
+        return value
+
+    def image(self, i: int) -> Image.Image:
+        with self.open(i) as im:
+            return decode(im, self.channels, self.where(i))
 
     def subset(self, idx: np.ndarray) -> HFImages:
-        return HFImages(self.dataset.select(idx.tolist()), self.image_column, self.labels[idx], self.channels, self.where)
+        return HFImages(self.dataset.select(idx.tolist()), self.image_column, self.labels[idx], self.channels, self.name)

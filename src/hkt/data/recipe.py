@@ -16,12 +16,15 @@ import dataclasses
 import difflib
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
-from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import InterpolationMode, RandomResizedCrop, v2
 
 from hkt.options import ConfigError, check_types
 
@@ -193,7 +196,8 @@ def sample_seed(seed: int, epoch: int, index: int, rank: int) -> int:
 def seeded(transform: Any, value: Any, seed: int) -> Any:
     """``transform(value)`` with the torch RNG seeded by ``seed``, leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # the CPU generator only: torch.manual_seed also queues a lazy CUDA seeding, with a traceback, 1 ms a sample
+        torch.default_generator.manual_seed(seed)
         return transform(value)
 
 
@@ -201,21 +205,50 @@ def _mode(name: str) -> InterpolationMode:
     return InterpolationMode(name)
 
 
-def train_transform(recipe: Recipe, size: int, cfg: InputConfig) -> v2.Compose:
-    """PIL image -> float ``(C, size, size)``: random resized crop, flip, [auto-augment], normalise, [erasing]."""
-    steps: list[Any] = [
-        v2.RandomResizedCrop(size, scale=recipe.scale, ratio=recipe.ratio, interpolation=_mode(cfg.interpolation), antialias=True)
-    ]
-    if recipe.flip:
-        steps.append(v2.RandomHorizontalFlip())
-    if recipe.auto_augment == "trivial":
-        steps.append(v2.TrivialAugmentWide(interpolation=_mode(cfg.interpolation)))
-    elif recipe.auto_augment == "rand":
-        steps.append(v2.RandAugment(num_ops=2, magnitude=recipe.magnitude, interpolation=_mode(cfg.interpolation)))
-    steps += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
-    if recipe.erasing:
-        steps.append(v2.RandomErasing(p=recipe.erasing))
-    return v2.Compose(steps)
+class TrainCrop:
+    """A training sample from a PIL image that may not be decoded yet (``Image.open``): uint8 ``(C, size, size)``.
+
+    torchvision's ``RandomResizedCrop`` parameters are drawn from the image's upright size read from its header; a
+    JPEG whose crop spans at least twice ``size`` is then decoded at 1/2, 1/4 or 1/8 scale (Pillow's ``draft``: the
+    DCT skips the detail the resize would discard); the crop and the resize are one ``Image.resize(box=...)``; then
+    the flip and the auto-augmentation (torchvision v2, on the PIL image). Normalisation, erasing and mixing run per
+    batch on the training device (``StreamData.on_after_batch_transfer``): uint8 crosses the worker boundary, a
+    quarter of float32's bytes. Draws come from torch's global RNG, which ``seeded`` scopes per sample."""
+
+    def __init__(self, recipe: Recipe, size: int, cfg: InputConfig, channels: int) -> None:
+        self.recipe, self.size, self.channels = recipe, size, channels
+        self.resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}[
+            cfg.interpolation
+        ]
+        interpolation = _mode(cfg.interpolation)
+        self.auto = (
+            v2.TrivialAugmentWide(interpolation=interpolation)
+            if recipe.auto_augment == "trivial"
+            else v2.RandAugment(num_ops=2, magnitude=recipe.magnitude, interpolation=interpolation)
+            if recipe.auto_augment == "rand"
+            else None
+        )
+
+    def __call__(self, image: Image.Image, where: str) -> Tensor:
+        from hkt.data.images import decode
+
+        width, height = image.size  # from the header: nothing decoded yet
+        upright = (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)  # EXIF turns
+        shape = torch.empty(1, 1, 1).expand(1, upright[1], upright[0])  # the size alone, for torchvision's sampler
+        top, left, h, w = RandomResizedCrop.get_params(shape, list(self.recipe.scale), list(self.recipe.ratio))
+        reduce = 1 << min(3, int(math.log2(max(1.0, min(h, w) / self.size))))
+        if reduce > 1 and image.format == "JPEG":
+            image.draft(None, (math.ceil(width / reduce), math.ceil(height / reduce)))
+        picture = decode(image, self.channels, where)
+        scale = upright[0] / picture.width
+        box = (left / scale, top / scale, (left + w) / scale, (top + h) / scale)
+        picture = picture.resize((self.size, self.size), self.resample, box=box)
+        if self.recipe.flip and torch.rand(1).item() < 0.5:
+            picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if self.auto is not None:
+            picture = self.auto(picture)
+        array = np.asarray(picture)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1) if array.ndim == 3 else torch.from_numpy(array.copy())[None]
 
 
 def eval_transform(size: int, cfg: InputConfig) -> v2.Compose:
@@ -231,18 +264,27 @@ def eval_transform(size: int, cfg: InputConfig) -> v2.Compose:
     )
 
 
-def mix_batch(recipe: Recipe, x: Tensor, y: Tensor, num_classes: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Training batch ``x (B, C, H, W)``, ``y (B,)`` -> mixed ``x`` and soft targets ``(B, K)``: MixUp or CutMix
-    (torchvision v2; one of the two per batch when both are on), then label smoothing. Every method sees the same
-    mixed images; its parent's soft targets are the parent's outputs on them."""
-    mixers = [m for m, a in ((v2.MixUp, recipe.mixup), (v2.CutMix, recipe.cutmix)) if a > 0]
-    alphas = [a for a in (recipe.mixup, recipe.cutmix) if a > 0]
-    target = torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
-    if mixers:
-        mix = v2.RandomChoice([m(alpha=a, num_classes=num_classes) for m, a in zip(mixers, alphas)])
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            x, target = mix(x, y)
+def train_batch(recipe: Recipe, cfg: InputConfig, x: Tensor, y: Tensor, num_classes: int, seed: int) -> tuple[Tensor, Tensor]:
+    """A training batch from the workers, uint8 ``x (B, C, H, W)``, ``y (B,)``, on its device -> normalised float
+    ``x``, then per sample ``RandomErasing`` (after normalisation, as timm applies it), then ``MixUp`` / ``CutMix``
+    (torchvision v2; one of the two per batch when both are on) and label smoothing, which make ``y`` class
+    probabilities ``(B, K)``. Every method sees the same mixed images; its parent's soft targets are the parent's
+    outputs on them. The draws are seeded by ``seed`` (from seed, epoch, batch, rank)."""
+    x = x.float().div_(255.0)
+    x = x.sub_(torch.tensor(cfg.mean, device=x.device)[:, None, None]).div_(torch.tensor(cfg.std, device=x.device)[:, None, None])
+    if not (recipe.erasing or recipe.mixes or recipe.label_smoothing):
+        return x, y
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if recipe.erasing:
+            erase = v2.RandomErasing(p=recipe.erasing)
+            x = torch.stack([erase(sample) for sample in x])
+        target = torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
+        mixers = [m(alpha=a, num_classes=num_classes) for m, a in ((v2.MixUp, recipe.mixup), (v2.CutMix, recipe.cutmix)) if a > 0]
+        if mixers:
+            x, target = v2.RandomChoice(mixers)(x, y)
+    if not (recipe.mixes or recipe.label_smoothing):
+        return x, y
     e = recipe.label_smoothing
     return x, target * (1 - e) + e / num_classes

@@ -10,6 +10,7 @@ with a key ``[epoch, position, rank]``; MixUp / CutMix and label smoothing then 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +27,13 @@ from hkt.data.recipe import (
     InputConfig,
     Recipe,
     Renormalize,
+    TrainCrop,
     eval_transform,
     input_config,
-    mix_batch,
     resolve,
     sample_seed,
     seeded,
-    train_transform,
+    train_batch,
 )
 
 log = logging.getLogger("hkt")
@@ -46,10 +47,11 @@ class RankedSampler(PositionSampler):
 
 
 class ImageDataset(Dataset):
-    """``images`` (``FolderImages`` / ``HFImages``) through ``transform`` (PIL -> float ``(C, H, W)``).
+    """``images`` (``FolderImages`` / ``HFImages``) through ``transform``.
 
-    Indexed by ``i``: ``(x, label)``. Indexed by ``(i, epoch, k, rank)`` (training): ``(x, label, [epoch, k, rank])``,
-    the transform seeded by ``(seed, epoch, i, rank)``.
+    Indexed by ``i`` (evaluation): ``(float (C, H, W) normalised, label)``. Indexed by ``(i, epoch, k, rank)``
+    (training, ``hkt.data.recipe.TrainCrop`` seeded by ``(seed, epoch, i, rank)``): ``(uint8 (C, H, W), label,
+    [epoch, k, rank])``, normalised later as a batch on the device.
     """
 
     def __init__(self, images: Any, seed: int = 0) -> None:
@@ -63,7 +65,8 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int, int, int]) -> tuple[Tensor, ...]:
         if isinstance(key, tuple):
             i, epoch, k, rank = key
-            x = seeded(self.transform, self.images.image(i), sample_seed(self.seed, epoch, i, rank))
+            with self.images.open(i) as image:  # not decoded yet: the crop may decode a JPEG at reduced scale
+                x = seeded(functools.partial(self.transform, where=self.images.where(i)), image, sample_seed(self.seed, epoch, i, rank))
             return x, self.labels[i], torch.tensor([epoch, k, rank])
         return self.transform(self.images.image(key)), self.labels[key]
 
@@ -152,7 +155,7 @@ class StreamData(SplitData):
         own = declared is not None and len(declared.mean) == self.in_channels
         self.parent_input = None if parent is None else declared if own else self.input
         if self.splits:
-            self.splits["train"].transform = train_transform(self.recipe, self.image_size, self.input)
+            self.splits["train"].transform = TrainCrop(self.recipe, self.image_size, self.input, self.in_channels)
             for s in ("val", "test"):
                 self.splits[s].transform = eval_transform(self.image_size, self.input)
         hook = self.parent_input.renormalizer(self.input) if self.parent_input is not None else None
@@ -165,15 +168,15 @@ class StreamData(SplitData):
         return loader(self.splits["train"], self.batch_size, self.num_workers, True, self.train_seed, RankedSampler, self.resume_epoch)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> Any:
-        """Training batches ``(x, y, key)``: MixUp / CutMix and label smoothing when the recipe asks, seeded by
-        ``(seed, epoch, batch, rank)``. Evaluation batches pass through."""
+        """Training batches ``(uint8 x, y, key)``: normalised, then erasing, MixUp / CutMix and label smoothing when the
+        recipe asks, seeded by ``(seed, epoch, batch, rank)`` (``hkt.data.recipe.train_batch``). Evaluation batches
+        pass through."""
         if len(batch) != 3:
             return batch
         x, y, key = batch
-        if self.recipe.mixes or self.recipe.label_smoothing:
-            epoch, batch_index, rank = int(key[0, 0]), int(key[0, 1]) // self.batch_size, int(key[0, 2])
-            x, y = mix_batch(self.recipe, x, y, self.num_classes, sample_seed(self.train_seed, epoch, -1 - batch_index, rank))
-        return x, y
+        epoch, batch_index, rank = int(key[0, 0]), int(key[0, 1]) // self.batch_size, int(key[0, 2])
+        seed = sample_seed(self.train_seed, epoch, -1 - batch_index, rank)  # negative: never a sample's seed
+        return train_batch(self.recipe, self.input, x, y, self.num_classes, seed)
 
     def describe(self) -> dict[str, Any]:
         self.setup()

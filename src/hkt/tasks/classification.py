@@ -25,7 +25,7 @@ class Classification(Task):
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         """``output (B, K)`` logits, ``target (B,)`` class indices or ``(B, K)`` class probabilities (MixUp, CutMix,
-        label smoothing: ``hkt.data.recipe.mix_batch``)."""
+        label smoothing: ``hkt.data.recipe.train_batch``)."""
         return F.cross_entropy(output, target)
 
     def metrics(self, data: Any) -> MetricCollection:
