@@ -114,3 +114,41 @@ def test_the_stacked_engine_is_kept_where_it_reproduces_the_reference(caplog):
     with caplog.at_level(logging.WARNING, logger="hkt"):
         method, _, _ = CASES["u-net, skips across genes"]()
     assert method.inheritance.stacked and "does not reproduce" not in caplog.text
+
+
+EDGE_CHILDREN = {  # timm children users deploy, each with the stage gene matching the parent's layer3 (stride 16)
+    "timm:mobilenetv3_small_050": ("blocks.3", "conv_stem"),
+    "timm:mobilenetv3_large_100": ("blocks.4", "conv_stem"),
+    "timm:efficientnet_b0": ("blocks.4", "conv_stem"),
+    "timm:resnet18": ("layer3", "conv1"),
+}
+
+
+@pytest.fixture
+def float64():
+    torch.set_default_dtype(torch.float64)  # adapters built inside the method follow it
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("arch", sorted(EDGE_CHILDREN))
+def test_mobilenet_and_efficientnet_children_keep_the_one_pass_engine(arch, caplog, float64):
+    """timm's BatchNormAct2d (BatchNorm with its activation fused in) runs the inherited half through its own forward,
+    so MobileNet and EfficientNet children keep the stacked engine: the parent's stem and the child's stem run once
+    per step, and losses and gradients equal the separate-pass reference (float64: round-off alone is 1e-13)."""
+    pytest.importorskip("timm")
+    gene, stem = EDGE_CHILDREN[arch]
+    torch.manual_seed(0)
+    parent, child = build_model("timm:resnet18", 5).eval(), build_model(arch, 5)
+    x, y = torch.randn(4, 3, 64, 64), torch.randint(0, 5, (4,))
+    with caplog.at_level(logging.WARNING, logger="hkt"):
+        method = HKT(child, parent, genes=[{"parent": "layer3", "child": gene}], example_input=x[:2])
+    assert method.inheritance.stacked and "does not reproduce" not in caplog.text
+    calls = {"parent": 0, "child": 0}
+    parent.conv1.register_forward_hook(lambda *_: calls.__setitem__("parent", calls["parent"] + 1))
+    child.get_submodule(stem).register_forward_hook(lambda *_: calls.__setitem__("child", calls["child"] + 1))
+    method.train().forward_train(x, y)
+    assert calls == {"parent": 1, "child": 1}
+    (ls, gs), (lr, gr) = both_engines(method, x, y)
+    assert all(torch.allclose(ls[k], lr[k], atol=1e-10) for k in ls)
+    assert all(torch.allclose(p, q, atol=1e-10) for p, q in zip(gs, gr))

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils import _pytree as pytree
@@ -54,18 +53,11 @@ def per_path_batchnorm(model: nn.Module, batch: int, armed: Callable[[], bool] =
         x = pending.pop(m, None)
         if x is None:
             return None
-        use_batch_stats = m.training or m.running_mean is None
-        other = F.batch_norm(
-            x,
-            None if use_batch_stats else m.running_mean,
-            None if use_batch_stats else m.running_var,
-            m.weight,
-            m.bias,
-            use_batch_stats,
-            0.0,
-            m.eps,
-        )
-        return torch.cat([out, other])
+        # the inherited half through the layer's own forward, so a BatchNorm with a fused activation (timm's
+        # BatchNormAct2d in MobileNet and EfficientNet) applies it too; its running estimates and step count go to
+        # copies (torch.func.functional_call), so the user's layer keeps the native path's statistics only
+        copies = {name: b.clone() for name, b in m.named_buffers(recurse=False)}
+        return torch.cat([out, torch.func.functional_call(m, copies, (x,))])
 
     handles = []
     try:
