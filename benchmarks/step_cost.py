@@ -54,6 +54,26 @@ PAIRS = {  # name: (parent, child, {row label: method options})
     ),
 }
 
+# the children users deploy on edge devices, under a timm ResNet-50 parent, one stage gene at stride 16 (issue 35's
+# table): `--pairs edge` (64 px, batch 32 by default there) writes benchmarks/results/step_cost_edge.{md,json}
+EDGE_PARENT = {"arch": "timm:resnet50"}
+EDGE_PAIRS = {
+    f"timm ResNet-50 -> timm {name}": (
+        EDGE_PARENT,
+        {"arch": f"timm:{arch}"},
+        {
+            "ce": {"name": "ce"},
+            "kd": {"name": "kd"},
+            f"hkt (one stage gene: layer3 -> {gene})": {"name": "hkt", "genes": [f"layer3:{gene}"]},
+        },
+    )
+    for name, arch, gene in (
+        ("ResNet-18", "resnet18", "layer3"),
+        ("MobileNetV3-Large", "mobilenetv3_large_100", "blocks.4"),
+        ("EfficientNet-B0", "efficientnet_b0", "blocks.4"),
+    )
+}
+
 METHODS = {
     "ce": {"name": "ce"},
     "kd": {"name": "kd"},
@@ -70,23 +90,26 @@ METHODS = {
 }
 
 
+ALL_PAIRS = {**PAIRS, **EDGE_PAIRS}
+
+
 def rows_of(pair: str) -> dict:
-    return PAIRS[pair][2] or METHODS
+    return ALL_PAIRS[pair][2] or METHODS
 
 
-def measure(pair: str, label: str, steps: int, batch: int) -> dict:
+def measure(pair: str, label: str, steps: int, batch: int, size: int) -> dict:
     from hkt.methods import build_method
     from hkt.models import build_model
 
     torch.manual_seed(0)
-    parent_spec, child_spec, _ = PAIRS[pair]
+    parent_spec, child_spec, _ = ALL_PAIRS[pair]
     parent, child = build_model(**parent_spec).eval(), build_model(**child_spec)
-    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
     options = dict(rows_of(pair)[label])
     method = build_method(options.pop("name"), child, parent, x[:2], **options).train()
     method.to(memory_format=torch.channels_last)
-    vit = child_spec["arch"].startswith("timm:")
+    vit = child_spec["arch"].startswith("timm:vit")
     # the optimiser each child trains with in this project's configs: AdamW for ViTs, SGD for CNNs
     opt = (
         torch.optim.AdamW(method.learnable_parameters(), lr=1e-3, weight_decay=0.05)
@@ -96,7 +119,14 @@ def measure(pair: str, label: str, steps: int, batch: int) -> dict:
 
     base_rss = rss_mb()
     median = median_step(lambda: training_step(method, opt, x, y), steps, warmup=3)
-    return {"pair": pair, "method": label, "median_step_s": median, "steps": steps, "peak_rss_growth_mb": rss_mb() - base_rss}
+    return {
+        "pair": pair,
+        "method": label,
+        "engine": "stacked" if getattr(getattr(method, "inheritance", None), "stacked", True) else "reference",
+        "median_step_s": median,
+        "steps": steps,
+        "peak_rss_growth_mb": rss_mb() - base_rss,
+    }
 
 
 def inference_latency(batch: int, reps: int = 30) -> dict:
@@ -133,17 +163,34 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--out", default="benchmarks/results/step_cost")
+    ap.add_argument("--pairs", choices=("cifar", "edge"), default="cifar", help="edge: timm ResNet-50 -> MobileNet / EfficientNet")
+    ap.add_argument("--size", type=int, default=None, help="input side (default 32; 64 for --pairs edge)")
+    ap.add_argument("--out", default=None, help="default benchmarks/results/step_cost (step_cost_edge for --pairs edge)")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    size = args.size or (64 if args.pairs == "edge" else 32)
     if args.one:
-        print(json.dumps(measure(*args.one, args.steps, args.batch)))
+        print(json.dumps(measure(*args.one, args.steps, args.batch, size)))
         return
+    pairs = EDGE_PAIRS if args.pairs == "edge" else PAIRS
+    args.out = args.out or f"benchmarks/results/step_cost{'_edge' if args.pairs == 'edge' else ''}"
     rows = []
-    for pair in PAIRS:
+    for pair in pairs:
         for label in rows_of(pair):
             proc = subprocess.run(
-                [sys.executable, __file__, "--one", pair, label, "--steps", str(args.steps), "--batch", str(args.batch)],
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    pair,
+                    label,
+                    "--steps",
+                    str(args.steps),
+                    "--batch",
+                    str(args.batch),
+                    "--size",
+                    str(size),
+                ],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -154,10 +201,11 @@ def main() -> None:
         kd = next(k for k in rows if k["pair"] == r["pair"] and k["method"] == "kd")
         r["time_vs_kd"] = r["median_step_s"] / kd["median_step_s"]
         r["memory_vs_kd"] = r["peak_rss_growth_mb"] / kd["peak_rss_growth_mb"]
-    latency = inference_latency(args.batch)
+    latency = inference_latency(args.batch) if args.pairs == "cifar" else None
+    command = f"python benchmarks/step_cost.py --steps {args.steps} --batch {args.batch}"
     record = {
-        "command": f"python benchmarks/step_cost.py --steps {args.steps} --batch {args.batch}",
-        "setup": f"batch {args.batch}, 3x32x32, CPU, channels_last, optimiser step included (SGD; AdamW for ViT children)",
+        "command": command + (f" --pairs edge --size {size}" if args.pairs == "edge" else ""),
+        "setup": f"batch {args.batch}, 3x{size}x{size}, CPU, channels_last, optimiser step included (SGD; AdamW for ViT children)",
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
         "rows": rows,
         "inference": latency,
@@ -171,20 +219,24 @@ def main() -> None:
         f"`{record['command']}` on {torch.get_num_threads()} CPU threads, torch {torch.__version__}; median over {args.steps} "
         f"steps after 3 warm-up steps.",
     ]
-    for pair in PAIRS:
+    for pair in pairs:
         lines += [
             "",
             f"{pair}:",
             "",
-            "| method | median step (s) | time vs kd | peak RSS growth (MB) | memory vs kd |",
-            "|---|---|---|---|---|",
+            "| method | engine | median step (s) | time vs kd | peak RSS growth (MB) | memory vs kd |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['method']} | {r['median_step_s']:.3f} | {r['time_vs_kd']:.2f}x | {r['peak_rss_growth_mb']:.0f} | "
-            f"{r['memory_vs_kd']:.2f}x |"
+            f"| {r['method']} | {r['engine'] if r['method'].startswith('hkt') else '–'} | {r['median_step_s']:.3f} | "
+            f"{r['time_vs_kd']:.2f}x | {r['peak_rss_growth_mb']:.0f} | {r['memory_vs_kd']:.2f}x |"
             for r in rows
             if r["pair"] == pair
         ]
+    if latency is None:
+        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     lines += [
         "",
         f"Exported HKT child vs plain ResNet-20, inference at batch {args.batch}: {latency['exported_hkt_child_s'] * 1e3:.1f} ms vs "

@@ -13,6 +13,7 @@ from torch import nn
 from hkt.core import engines
 from hkt.core.gene import parse_genes
 from hkt.core.inheritance import Inheritance
+from hkt.core.kinds import GeneShapeError
 from hkt.methods import HKT
 from hkt.models import build_model
 
@@ -152,3 +153,25 @@ def test_mobilenet_and_efficientnet_children_keep_the_one_pass_engine(arch, capl
     (ls, gs), (lr, gr) = both_engines(method, x, y)
     assert all(torch.allclose(ls[k], lr[k], atol=1e-10) for k in ls)
     assert all(torch.allclose(p, q, atol=1e-10) for p, q in zip(gs, gr))
+
+
+def test_a_parent_that_cuts_the_gradient_after_the_gene_fails_at_construction_naming_the_module():
+    """A parent whose last stage runs under ``torch.set_grad_enabled(False)`` would give the parent term no gradient,
+    silently, in both engines (the reference included): the construction names the module instead."""
+    parent = build_model("resnet14", width=16)
+    stage = parent.layer3
+
+    class NoGrad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = stage
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.set_grad_enabled(False):
+                return self.inner(x)
+
+    parent.layer3 = NoGrad()
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.raises(GeneShapeError, match=r"parent term has no gradient: module 'layer3\.inner\.0"):
+        HKT(build_model("resnet8", width=8), parent.eval(), genes=["layer2"], example_input=x)
+    HKT(build_model("resnet8", width=8), parent.eval(), genes=["layer2"], example_input=x, w_parent=0.0)  # no parent term: fine

@@ -96,6 +96,8 @@ class Inheritance(nn.Module):
             build_adapter(self.child_kinds[last], self.parent_kinds[last], self.genes[last].name, adapter) if parent_on_mix else None
         )
         self._rehearse(parent, child, as_args(example_input))
+        if parent_on_mix:
+            self._check_parent_term_has_gradients(parent, child, as_args(example_input))
 
     def _rehearse(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
         """Run the reference engine on the example, and the stacked one against it when the dry run chose it.
@@ -127,6 +129,47 @@ class Inheritance(nn.Module):
                 [g.name for g in self.genes],
                 why,
             )
+
+    def _check_parent_term_has_gradients(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
+        """Fail at construction, naming the module, when the parent's blocks after its last gene cut the gradient of
+        the mix (a ``torch.no_grad()`` or ``set_grad_enabled(False)`` inside the parent's forward), and warn when the
+        parent's output does not read the mix at all: the parent term would then train nothing, silently. One pass
+        of the engine in use, in eval mode (no statistic moves), with gradients."""
+        cut: list[str] = []
+
+        def grads(tree: Any) -> list[bool]:
+            return [t.requires_grad for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, Tensor) and t.is_floating_point()]
+
+        def watch(name: str) -> Any:
+            def hook(_m: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+                if not cut and any(grads(inputs)) and grads(output) and not any(grads(output)):
+                    cut.append(name or type(parent).__name__)  # hooks fire innermost first: the module that cut it
+
+            return hook
+
+        handles = [m.register_forward_hook(watch(n)) for n, m in parent.named_modules()]
+        try:
+            with self.rehearsal(child), torch.enable_grad():
+                out = self(parent, child, args).parent_on_mix
+        finally:
+            for h in handles:
+                h.remove()
+        if not grads(out) or any(grads(out)):
+            return
+        genes = [g.name for g in self.genes]
+        if cut:
+            raise GeneShapeError(
+                f"genes {genes}: the parent term has no gradient: module {cut[0]!r} returns a result without gradient from an "
+                "input with one (torch.no_grad() or torch.set_grad_enabled(False) inside the parent's forward), so the "
+                "parent's blocks after the last gene could not train the child. Remove that from the parent's forward (the "
+                "parent is frozen anyway: its weights never get gradients), or set w_parent: 0"
+            )
+        log.warning(
+            "genes %s: the parent's output does not depend on the mix at its last gene (the parent computes its output "
+            "without that block's result, e.g. the block returns the logits too), so the parent term trains nothing; "
+            "choose a gene whose output the parent's head reads, or set w_parent: 0",
+            genes,
+        )
 
     def _check_mix_reaches_output(self, reference: Inherited) -> None:
         """Warn when the inherited path's output equals the child's own: the mixes reach nothing the child outputs
