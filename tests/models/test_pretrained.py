@@ -49,7 +49,7 @@ out["same"] = {k: v.tolist() for k, v in same.state_dict().items() if k in ("cla
 other = build_model("hf:ViTForImageClassification:org/tiny-vit", num_classes=3)
 out["other_head"] = list(other.classifier.weight.shape)
 out["other_cls"] = other.vit.embeddings.cls_token.tolist()
-out["mean"] = list(input_config(same, 3).mean)
+out["mean"] = list(input_config(same).mean)
 try:
     build_model("hf:ViTForImageClassification:org/absent", num_classes=5)
 except ValueError as e:

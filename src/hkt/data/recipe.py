@@ -121,7 +121,7 @@ class InputConfig:
         return Renormalize(child.mean, child.std, self.mean, self.std)
 
 
-def input_config(model: nn.Module | None, channels: int) -> InputConfig | None:
+def input_config(model: nn.Module | None) -> InputConfig | None:
     """What ``model`` declares about its input: a timm model's ``timm.data.resolve_data_config``, a Hugging Face
     model's image processor (``AutoImageProcessor`` of its ``name_or_path``, when it has one); else ``None``."""
     if model is None:
@@ -151,7 +151,7 @@ def input_config(model: nn.Module | None, channels: int) -> InputConfig | None:
 def resolve(recipe: Recipe, model: nn.Module | None, channels: int) -> InputConfig:
     """The input settings for the network fed by the loader: the recipe's explicit values, else ``model``'s
     (``input_config``), else ImageNet's mean/std (grey: their average), bilinear, crop 0.875."""
-    declared = input_config(model, channels)
+    declared = input_config(model)
     if channels == 1:
         default = InputConfig((sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,), "bilinear", 0.875, "ImageNet (grey)")
     else:
@@ -229,7 +229,7 @@ class TrainCrop:
             else None
         )
 
-    def __call__(self, image: Image.Image, where: str) -> Tensor:
+    def __call__(self, image: Image.Image, where: str = "image") -> Tensor:
         from hkt.data.images import decode
 
         width, height = image.size  # from the header: nothing decoded yet

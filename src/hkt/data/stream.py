@@ -151,7 +151,7 @@ class StreamData(SplitData):
         """Take the input settings from the child (``hkt.data.recipe.resolve``); return the pre-hook that feeds the
         parent its own normalisation when it declares another one, else ``None``."""
         self.input = resolve(self.recipe, child, self.in_channels)
-        declared = input_config(parent, self.in_channels)
+        declared = input_config(parent)
         own = declared is not None and len(declared.mean) == self.in_channels
         self.parent_input = None if parent is None else declared if own else self.input
         if self.splits:

@@ -83,7 +83,8 @@ def _hf_config(cls: Any, source: str | None, options: dict[str, Any], num_classe
 def hf_model(spec: str, num_classes: int, in_channels: int, options: dict[str, Any]) -> nn.Module:
     """``<class>[:<config>]``: a ``transformers`` model class (e.g. ``ViTForImageClassification``) built from its
     default config, a JSON file, a local folder or a hub id, with ``options`` set on the config. A local folder
-    with ``model.safetensors`` also loads its weights (safetensors only: nothing is unpickled)."""
+    with ``model.safetensors``, or a hub id, also loads its weights (safetensors only: nothing is unpickled); a hub id
+    that is neither reachable nor cached is named."""
     transformers = require("transformers", "hf")
     name, _, source = spec.partition(":")
     cls = getattr(transformers, name, None)
@@ -104,15 +105,17 @@ def hf_model(spec: str, num_classes: int, in_channels: int, options: dict[str, A
             f"hf:{name}:{source}: cannot load it ({str(e).splitlines()[0]}). Give a local folder holding config.json and "
             "model.safetensors, or a hub id that is reachable (or already in the Hugging Face cache, with HF_HUB_OFFLINE=1)"
         ) from e
-    _check_loaded(f"hf:{name}:{source}", info)
+    _check_loaded(f"hf:{name}:{source}", info, num_classes)
     return model
 
 
-def _check_loaded(what: str, info: dict[str, Any]) -> None:
+def _check_loaded(what: str, info: dict[str, Any], num_classes: int) -> None:
     """Every weight of the model came from the checkpoint, except a classifier head replaced for another class
-    count (``mismatched_keys``, logged); a weight left at random initialisation is an error, naming it."""
-    replaced = {k for k, *_ in info.get("mismatched_keys", [])}
-    missing = sorted(set(info.get("missing_keys", [])) - replaced)
+    count (a mismatched weight whose first dimension is the class count, logged); any other weight left at random
+    initialisation (missing, or mismatched: an option changed its shape) is an error, naming it."""
+    mismatched = {k: tuple(new) for k, _old, new in info.get("mismatched_keys", [])}
+    replaced = {k for k, shape in mismatched.items() if shape and shape[0] == num_classes}
+    missing = sorted((set(info.get("missing_keys", [])) | set(mismatched)) - replaced)
     if missing:
         raise ValueError(
             f"{what}: the checkpoint lacks {len(missing)} weight(s) of the model ({', '.join(missing[:5])}"
