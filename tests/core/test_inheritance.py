@@ -186,3 +186,10 @@ def test_skip_across_first_gene_runs_the_reference_engine_and_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="hkt"):
         method = build_method("hkt", SkipNet(), SkipNet(), x, genes=["mid"], w_child=0)  # one path: nothing stacked
     assert method.inheritance.stacked and not caplog.text
+
+
+def test_a_gene_that_never_runs_is_named_with_the_modules_that_did():
+    child = build_model("resnet8", width=8)
+    child.unused = torch.nn.Conv2d(3, 3, 1)  # built, never called by forward
+    with pytest.raises(GeneShapeError, match=r"\['unused'\] never ran .*modules that ran: conv1, bn1, .*layer3, .*linear"):
+        build_method("hkt", child, build_model("resnet14"), torch.randn(2, 3, 32, 32), genes=[{"parent": "layer3", "child": "unused"}])

@@ -105,11 +105,22 @@ def trace_blocks(model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...],
 
         return hook
 
-    with hooks(model, {g.path(role): make(g) for g in genes}, role), naming_failures(model, role, input_size(args)):
-        model(*args)
+    ran: list[str] = []  # every module that ran, in order: what a user can choose instead of a block that never runs
+    seen = [m.register_forward_hook(lambda m, *_: ran.append(names[m])) for m in model.modules()]
+    names = {m: n for n, m in model.named_modules()}
+    try:
+        with hooks(model, {g.path(role): make(g) for g in genes}, role), naming_failures(model, role, input_size(args)):
+            model(*args)
+    finally:
+        for h in seen:
+            h.remove()
     missing = [g.path(role) for g in genes if g.path(role) not in store]
     if missing:
-        raise GeneShapeError(f"{role} block(s) {missing} never ran during a forward pass; choose blocks on the forward path")
+        tops = list(dict.fromkeys(n for n in ran if n and "." not in n))  # the top-level blocks, in the order they ran
+        raise GeneShapeError(
+            f"{role} block(s) {missing} never ran during a forward pass; choose blocks on the forward path (top-level "
+            f"modules that ran: {', '.join(tops[:20])}{' …' if len(tops) > 20 else ''}; `hkt genes` lists them all)"
+        )
     return store, calls
 
 
