@@ -95,9 +95,9 @@ class Inheritance(nn.Module):
         self.back = (
             build_adapter(self.child_kinds[last], self.parent_kinds[last], self.genes[last].name, adapter) if parent_on_mix else None
         )
-        self._rehearse(parent, child, as_args(example_input))
-        if parent_on_mix:
+        if parent_on_mix:  # first: the rehearsal's passes without gradients then leave no graph in a model's caches
             self._check_parent_term_has_gradients(parent, child, as_args(example_input))
+        self._rehearse(parent, child, as_args(example_input))
 
     def _rehearse(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
         """Run the reference engine on the example, and the stacked one against it when the dry run chose it.
@@ -134,7 +134,9 @@ class Inheritance(nn.Module):
         """Fail at construction, naming the module, when the parent's blocks after its last gene cut the gradient of
         the mix (a ``torch.no_grad()`` or ``set_grad_enabled(False)`` inside the parent's forward), and warn when the
         parent's output does not read the mix at all: the parent term would then train nothing, silently. One pass
-        of the engine in use, in eval mode (no statistic moves), with gradients."""
+        of the reference engine, in eval mode (no statistic moves), with gradients; the parent's blocks after its last
+        gene are the same in both engines. A model that caches tensors of its last forward (torchvision RAFT's
+        correlation pyramid) holds a graph after this pass, so the rehearsal, without gradients, runs after it."""
         cut: list[str] = []
 
         def grads(tree: Any) -> list[bool]:
@@ -150,7 +152,7 @@ class Inheritance(nn.Module):
         handles = [m.register_forward_hook(watch(n)) for n, m in parent.named_modules()]
         try:
             with self.rehearsal(child), torch.enable_grad():
-                out = self(parent, child, args).parent_on_mix
+                out = SeparatePasses(self, parent, child, args).run().parent_on_mix
         finally:
             for h in handles:
                 h.remove()
