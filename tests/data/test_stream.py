@@ -277,3 +277,13 @@ def test_the_crop_is_drawn_in_the_upright_frame_of_a_rotated_photo(tmp_path):
         out = seeded(lambda im: crop(im, "rotated.jpg"), im, 0)
     upright = np.asarray(open_image(tmp_path / "rotated.jpg", 3).resize((30, 30), Image.Resampling.BILINEAR), dtype=np.float32)
     assert np.abs(out.permute(1, 2, 0).numpy().astype(np.float32) - upright).mean() < 3  # the whole 40x120 upright photo
+
+
+def test_a_draft_decode_with_odd_sides_keeps_the_crop_inside_the_image(tmp_path):
+    """A JPEG of odd sides decoded at 1/8 scale rounds each side up on its own; crops reaching the far edges must stay
+    inside the decoded image (a run at 32 px on 256-500 px photos failed with "box can't exceed original image size")."""
+    write_image(tmp_path / "odd.jpg", class_image(1, (431, 300), np.random.default_rng(0)), "RGB")
+    crop = TrainCrop(Recipe(), 32, InputConfig(IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875, ""), 3)
+    for seed in range(40):  # seed 2 drew the failing crop
+        with Image.open(tmp_path / "odd.jpg") as im:
+            assert seeded(lambda im: crop(im, "odd.jpg"), im, seed).shape == (3, 32, 32)

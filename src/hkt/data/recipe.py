@@ -240,8 +240,9 @@ class TrainCrop:
         if reduce > 1 and image.format == "JPEG":
             image.draft(None, (math.ceil(width / reduce), math.ceil(height / reduce)))
         picture = decode(image, self.channels, where)
-        scale = upright[0] / picture.width
-        box = (left / scale, top / scale, (left + w) / scale, (top + h) / scale)
+        # a draft rounds each side up on its own: scale x and y apart, and keep the box inside the decoded image
+        sx, sy = picture.width / upright[0], picture.height / upright[1]
+        box = (left * sx, top * sy, min((left + w) * sx, picture.width), min((top + h) * sy, picture.height))
         picture = picture.resize((self.size, self.size), self.resample, box=box)
         if self.recipe.flip and torch.rand(1).item() < 0.5:
             picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
