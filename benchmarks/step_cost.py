@@ -1,13 +1,18 @@
-"""Cost of one training step per method, relative to KD, for the same parent and child.
+"""Cost of one training step per method, relative to KD, for the same parent and child, all pairs in one sitting.
 
-    python benchmarks/step_cost.py [--steps 30] [--batch 128] [--out benchmarks/results/step_cost]
+    python benchmarks/step_cost.py [--steps 30] [--batch 128] [--edge-batch 64] [--edge-size 128]
 
-Three pairs, CIFAR-sized random input (cost does not depend on pixel values), optimiser step included:
+Random input (cost does not depend on pixel values), optimiser step included. CIFAR-sized (32 px, ``--batch``):
 ResNet-56 parent -> ResNet-20 child (every method); ResNet-56 parent -> the ViT child of
 ``configs/compare_vit_child_cpu.yaml`` (CNN-stage -> ViT-block genes); a ViT (dim 192) parent -> a ViT (dim 96)
-child with one block gene. Each row runs in its own process so that peak memory (peak RSS growth during the
-steps, over the RSS after building) is not polluted by the others; "vs kd" compares with KD on the same pair.
-Also times inference of the exported HKT child against a plain ResNet-20. Writes ``<out>.json`` and ``<out>.md``.
+child with one block gene. The children users deploy (``--edge-size`` px, ``--edge-batch``): a timm ResNet-50 parent
+and timm ResNet-18, MobileNetV3-Large and EfficientNet-B0 children, one stage gene and three stage genes; each HKT
+row there also times its *floor*, what the step must compute beyond KD: the child's layers after its first gene
+(forward and backward, the inherited path) and the parent's layers after its last gene (forward and backward, the
+parent term), each measured as a full pass minus the pass up to the gene. Each row runs in its own process so that
+peak memory (peak RSS growth during the steps, over the RSS after building) is not polluted by the others; "vs kd"
+compares with KD on the same pair. Also times inference of the exported HKT child against a plain ResNet-20.
+Writes ``<out>.json`` and ``<out>.md`` (default ``benchmarks/results/step_cost``).
 """
 
 from __future__ import annotations
@@ -54,8 +59,8 @@ PAIRS = {  # name: (parent, child, {row label: method options})
     ),
 }
 
-# the children users deploy on edge devices, under a timm ResNet-50 parent, one stage gene at stride 16 (issue 35's
-# table): `--pairs edge` (64 px, batch 32 by default there) writes benchmarks/results/step_cost_edge.{md,json}
+# the children users deploy on edge devices, under a timm ResNet-50 parent: one stage gene at stride 16, and three
+# stage genes at strides 4, 8, 16 (the parent's layer1..3 into the child's matching stages)
 EDGE_PARENT = {"arch": "timm:resnet50"}
 EDGE_PAIRS = {
     f"timm ResNet-50 -> timm {name}": (
@@ -64,13 +69,17 @@ EDGE_PAIRS = {
         {
             "ce": {"name": "ce"},
             "kd": {"name": "kd"},
-            f"hkt (one stage gene: layer3 -> {gene})": {"name": "hkt", "genes": [f"layer3:{gene}"]},
+            f"hkt (one stage gene: layer3 -> {stages[2]})": {"name": "hkt", "genes": [f"layer3:{stages[2]}"]},
+            f"hkt (three stage genes: layer1..3 -> {', '.join(stages)})": {
+                "name": "hkt",
+                "genes": [f"layer{k + 1}:{c}" for k, c in enumerate(stages)],
+            },
         },
     )
-    for name, arch, gene in (
-        ("ResNet-18", "resnet18", "layer3"),
-        ("MobileNetV3-Large", "mobilenetv3_large_100", "blocks.4"),
-        ("EfficientNet-B0", "efficientnet_b0", "blocks.4"),
+    for name, arch, stages in (
+        ("ResNet-18", "resnet18", ("layer1", "layer2", "layer3")),
+        ("MobileNetV3-Large", "mobilenetv3_large_100", ("blocks.1", "blocks.2", "blocks.4")),
+        ("EfficientNet-B0", "efficientnet_b0", ("blocks.1", "blocks.2", "blocks.4")),
     )
 }
 
@@ -119,14 +128,60 @@ def measure(pair: str, label: str, steps: int, batch: int, size: int) -> dict:
 
     base_rss = rss_mb()
     median = median_step(lambda: training_step(method, opt, x, y), steps, warmup=3)
-    return {
+    row = {
         "pair": pair,
         "method": label,
-        "engine": "stacked" if getattr(getattr(method, "inheritance", None), "stacked", True) else "reference",
+        "engine": "one pass" if getattr(getattr(method, "inheritance", None), "one_pass", True) else "reference",
         "median_step_s": median,
         "steps": steps,
         "peak_rss_growth_mb": rss_mb() - base_rss,
     }
+    if pair in EDGE_PAIRS and label.startswith("hkt"):
+        genes = method.inheritance.genes
+        first_child = genes[method.inheritance.child_order[0]].child
+        last_parent = genes[method.inheritance.parent_order[-1]].parent
+        row["child_after_gene_s"] = tail_cost(child, first_child, x, steps, grad_before=True)
+        row["parent_after_gene_s"] = tail_cost(parent, last_parent, x, steps, grad_before=False)
+    return row
+
+
+class _Stop(Exception):
+    """Ends a timed forward at a gene (benchmark only: the pass up to the gene)."""
+
+
+def tail_cost(model: torch.nn.Module, path: str, x: torch.Tensor, steps: int, grad_before: bool) -> float:
+    """Seconds of ``model``'s layers after ``path``, forward and backward: a full pass with the gene's output as a leaf
+    that needs gradient (as the mix is) minus the pass up to the gene (with gradients before it when ``grad_before``:
+    the child's own layers train; the frozen parent's do not)."""
+    module = model.get_submodule(path)
+
+    def leaf(_m, _i, out):
+        first = out if isinstance(out, torch.Tensor) else out[0]
+        return first.detach().requires_grad_()
+
+    def full() -> None:
+        h = module.register_forward_hook(leaf)
+        try:
+            out = model(x)
+        finally:
+            h.remove()
+        (out if isinstance(out, torch.Tensor) else out[0]).float().square().mean().backward()
+
+    def stop(_m, _i, out):
+        raise _Stop(out)
+
+    def upto() -> None:
+        h = module.register_forward_hook(stop)
+        try:
+            with torch.set_grad_enabled(grad_before):
+                model(x)
+        except _Stop as e:
+            if grad_before:
+                e.args[0].float().square().mean().backward()
+        finally:
+            h.remove()
+
+    return max(0.0, median_step(full, steps, warmup=2) - median_step(upto, steps, warmup=2))
 
 
 def inference_latency(batch: int, reps: int = 30) -> dict:
@@ -162,50 +217,37 @@ def inference_latency(batch: int, reps: int = 30) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--pairs", choices=("cifar", "edge"), default="cifar", help="edge: timm ResNet-50 -> MobileNet / EfficientNet")
-    ap.add_argument("--size", type=int, default=None, help="input side (default 32; 64 for --pairs edge)")
-    ap.add_argument("--out", default=None, help="default benchmarks/results/step_cost (step_cost_edge for --pairs edge)")
-    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=128, help="CIFAR pairs (32 px)")
+    ap.add_argument("--edge-batch", type=int, default=64, help="the edge children's pairs")
+    ap.add_argument("--edge-size", type=int, default=128, help="the edge children's input side")
+    ap.add_argument("--out", default="benchmarks/results/step_cost")
+    ap.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    size = args.size or (64 if args.pairs == "edge" else 32)
     if args.one:
-        print(json.dumps(measure(*args.one, args.steps, args.batch, size)))
+        pair, label, batch, size = args.one
+        print(json.dumps(measure(pair, label, args.steps, int(batch), int(size))))
         return
-    pairs = EDGE_PAIRS if args.pairs == "edge" else PAIRS
-    args.out = args.out or f"benchmarks/results/step_cost{'_edge' if args.pairs == 'edge' else ''}"
+    shape = {pair: (args.edge_batch, args.edge_size) if pair in EDGE_PAIRS else (args.batch, 32) for pair in ALL_PAIRS}
     rows = []
-    for pair in pairs:
+    for pair in ALL_PAIRS:
         for label in rows_of(pair):
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    pair,
-                    label,
-                    "--steps",
-                    str(args.steps),
-                    "--batch",
-                    str(args.batch),
-                    "--size",
-                    str(size),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
+            batch, size = shape[pair]
+            one = ["--one", pair, label, str(batch), str(size), "--steps", str(args.steps)]
+            proc = subprocess.run([sys.executable, __file__, *one], check=True, capture_output=True, text=True)
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     for r in rows:
         kd = next(k for k in rows if k["pair"] == r["pair"] and k["method"] == "kd")
         r["time_vs_kd"] = r["median_step_s"] / kd["median_step_s"]
         r["memory_vs_kd"] = r["peak_rss_growth_mb"] / kd["peak_rss_growth_mb"]
-    latency = inference_latency(args.batch) if args.pairs == "cifar" else None
-    command = f"python benchmarks/step_cost.py --steps {args.steps} --batch {args.batch}"
+        if "child_after_gene_s" in r:
+            r["floor_vs_kd"] = (kd["median_step_s"] + r["child_after_gene_s"] + r["parent_after_gene_s"]) / kd["median_step_s"]
+    latency = inference_latency(args.batch)
     record = {
-        "command": command + (f" --pairs edge --size {size}" if args.pairs == "edge" else ""),
-        "setup": f"batch {args.batch}, 3x{size}x{size}, CPU, channels_last, optimiser step included (SGD; AdamW for ViT children)",
+        "command": f"python benchmarks/step_cost.py --steps {args.steps} --batch {args.batch} --edge-batch {args.edge_batch} "
+        f"--edge-size {args.edge_size}",
+        "setup": f"CIFAR pairs: batch {args.batch}, 3x32x32; edge pairs: batch {args.edge_batch}, 3x{args.edge_size}x{args.edge_size}; "
+        "CPU, channels_last, optimiser step included (SGD; AdamW for ViT children)",
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
         "rows": rows,
         "inference": latency,
@@ -219,24 +261,24 @@ def main() -> None:
         f"`{record['command']}` on {torch.get_num_threads()} CPU threads, torch {torch.__version__}; median over {args.steps} "
         f"steps after 3 warm-up steps.",
     ]
-    for pair in pairs:
+    for pair in ALL_PAIRS:
+        batch, size = shape[pair]
+        edge = pair in EDGE_PAIRS
         lines += [
             "",
-            f"{pair}:",
+            f"{pair} (batch {batch}, {size} px):",
             "",
-            "| method | engine | median step (s) | time vs kd | peak RSS growth (MB) | memory vs kd |",
-            "|---|---|---|---|---|---|",
+            "| method | engine | median step (s) | time vs kd |"
+            + (" floor vs kd |" if edge else "")
+            + " peak RSS growth (MB) | memory vs kd |",
+            "|---|---|---|---|" + ("---|" if edge else "") + "---|---|",
         ]
-        lines += [
-            f"| {r['method']} | {r['engine'] if r['method'].startswith('hkt') else '–'} | {r['median_step_s']:.3f} | "
-            f"{r['time_vs_kd']:.2f}x | {r['peak_rss_growth_mb']:.0f} | {r['memory_vs_kd']:.2f}x |"
-            for r in rows
-            if r["pair"] == pair
-        ]
-    if latency is None:
-        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-        print("\n".join(lines))
-        return
+        for r in (r for r in rows if r["pair"] == pair):
+            floor = (f" {r['floor_vs_kd']:.2f}x |" if "floor_vs_kd" in r else " – |") if edge else ""
+            lines.append(
+                f"| {r['method']} | {r['engine'] if r['method'].startswith('hkt') else '–'} | {r['median_step_s']:.3f} | "
+                f"{r['time_vs_kd']:.2f}x |{floor} {r['peak_rss_growth_mb']:.0f} | {r['memory_vs_kd']:.2f}x |"
+            )
     lines += [
         "",
         f"Exported HKT child vs plain ResNet-20, inference at batch {args.batch}: {latency['exported_hkt_child_s'] * 1e3:.1f} ms vs "

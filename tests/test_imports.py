@@ -74,8 +74,9 @@ def test_compare_imports_nothing_inside_functions():
 
 
 def test_core_holds_the_method_only():
-    """``hkt.core`` (genes, extraction, transfer, Genetic Attention, the engines) reads no files: the parent cache, the
-    gene survey and the baselines' pieces live outside it."""
+    """``hkt.core`` (genes, extraction, transfer, Genetic Attention, the engines) reads no files and swaps no module of
+    the user's: the parent cache and its replay, the gene survey and the baselines' pieces (ReviewKD's ``@preact``
+    reader, FitNet's regressor) live outside it; the engine stops nothing with an exception and counts no rows."""
     mods = modules()
     for name, path in mods.items():
         if name.startswith("hkt.core"):
@@ -83,3 +84,5 @@ def test_core_holds_the_method_only():
             imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
             imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
             assert not {m for m in imported if m.split(".")[0] == "safetensors" or m.startswith("hkt.io")}, name
+            text = path.read_text().replace("setattr(new, element", "")  # outputs.write: a copy of an output object
+            assert not [w for w in ("setattr(", "_preact_hook", "ACTIVATIONS", "_ParentDone", "2 * b", "Regressor") if w in text], name

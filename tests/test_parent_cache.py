@@ -162,7 +162,7 @@ def test_a_cache_that_cannot_serve_the_run_fails_before_training(tiny_fashion, t
 
 def test_hkt_replays_the_parent_up_to_its_last_gene_and_only_where_that_is_exact(tiny_fashion, tmp_path, caplog):
     from hkt.core.gene import parse_genes
-    from hkt.core.replay import plan_replay
+    from hkt.replay import plan_replay
 
     parent = build_model("resnet8", 10, 1, 8).eval()
     x = torch.randn(2, 1, 28, 28)

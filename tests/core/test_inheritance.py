@@ -54,7 +54,7 @@ def test_parent_and_pre_gene_work_run_once(genes):
     parent_stem, child_stem, parent_head = count_calls(parent.conv1), count_calls(child.conv1), count_calls(parent.linear)
     method.forward_train(x, y)
     assert parent_stem[0] == 1 and child_stem[0] == 1
-    assert parent_head[0] == 1  # own logits and the mix's logits share one (stacked) pass
+    assert parent_head[0] == 1  # own logits and the mix's logits share one pass (two paths of one forward)
 
 
 def test_native_path_is_the_plain_child_in_train_mode():
@@ -174,18 +174,16 @@ class SkipNet(torch.nn.Module):
         return self.head(torch.cat([s, self.mid(s)], dim=1)).mean((2, 3))
 
 
-def test_skip_across_first_gene_runs_the_reference_engine_and_says_so(caplog):
+def test_a_skip_across_the_first_gene_inside_one_forward_keeps_the_one_pass(caplog):
+    """``torch.cat([s, mid(s)])`` inside the forward reads a tensor from before the gene beside one after it: the
+    one-pass engine computes ``s`` once for both paths (a row-count split could not see this)."""
     x, _ = batch(2)
     with caplog.at_level(logging.WARNING, logger="hkt"):
         method = build_method("hkt", SkipNet(), SkipNet(), x, genes=["mid"])
-    assert not method.inheritance.stacked and "inside one forward" in caplog.text
+    assert method.inheritance.one_pass and not caplog.text
     x, y = batch(4)
     _, losses = method.forward_train(x, y % 2)
     assert set(losses) == {"child", "inherit", "parent"} and all(v.isfinite() for v in losses.values())
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hkt"):
-        method = build_method("hkt", SkipNet(), SkipNet(), x, genes=["mid"], w_child=0)  # one path: nothing stacked
-    assert method.inheritance.stacked and not caplog.text
 
 
 def test_a_gene_that_never_runs_is_named_with_the_modules_that_did():
@@ -193,3 +191,34 @@ def test_a_gene_that_never_runs_is_named_with_the_modules_that_did():
     child.unused = torch.nn.Conv2d(3, 3, 1)  # built, never called by forward
     with pytest.raises(GeneShapeError, match=r"\['unused'\] never ran .*modules that ran: conv1, bn1, .*layer3, .*linear"):
         build_method("hkt", child, build_model("resnet14"), torch.randn(2, 3, 32, 32), genes=[{"parent": "layer3", "child": "unused"}])
+
+
+class Loop(torch.nn.Module):
+    """A cell applied ``n`` times per forward."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.stem, self.cell, self.head = n, torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 4, 1), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.stem(x)
+        for _ in range(self.n):
+            h = torch.tanh(self.cell(h))
+        return self.head(h.mean((2, 3)))
+
+
+def test_a_gene_called_a_different_number_of_times_in_parent_and_child_is_named_with_both_counts():
+    x, _ = batch(2)
+    counts = r"gene 'cell': the parent's block 'cell' runs 2 time\(s\) per forward and the child's block 'cell' 3"
+    with pytest.raises(GeneShapeError, match=counts):
+        build_method("hkt", Loop(3), Loop(2), x, genes=["cell"])
+    method = build_method("hkt", Loop(2), Loop(2), x, genes=["cell"])  # equal counts: the reference engine, said why
+    assert not method.inheritance.one_pass
+
+
+def test_a_gene_whose_kinds_cannot_pair_names_both_shapes_and_the_nearest_module_that_would():
+    parent, child = nets(child_width=8)
+    x, _ = batch(2)
+    pair = r"Nearest module that would pair: child 'avgpool' \(B, 32\) or parent 'layer3' \(B, 64, 8, 8\)"
+    with pytest.raises(GeneShapeError, match=r"cannot align a vector \(B, 64\) with a map NCHW \(B, 32, 8, 8\).*" + pair):
+        build_method("hkt", child, parent, x, genes=[{"parent": "avgpool", "child": "layer3"}])

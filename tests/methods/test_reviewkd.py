@@ -57,5 +57,5 @@ def test_preact_on_a_block_without_an_activation_module_fails_naming_it():
     parent, child = build_model("resnet14"), build_model("resnet8")
     with pytest.raises(GeneShapeError, match="parent block 'avgpool@preact'.*no activation module"):
         build_method("fitnet", child, parent, torch.randn(2, 3, 32, 32), genes="avgpool@preact:avgpool")
-    with pytest.raises(GeneShapeError, match="pre-activation.*HKT mixes"):
+    with pytest.raises(GeneShapeError, match="pre-activation.*HKT mixes into block outputs"):
         build_method("hkt", child, parent, torch.randn(2, 3, 32, 32), genes="layer3@preact:layer3")

@@ -151,13 +151,13 @@ def test_hugging_face_swin_stage_returns_a_tuple_and_gets_its_mix_back_in_it():
         HKT(hf_swin(24), hf_swin(48), genes=[{"parent": "swin.encoder.layers.0", "child_element": 5}], example_input=X[:2])
 
 
-def test_separate_engine_equals_the_stacked_one_for_a_cnn_to_vit_pair():
+def test_the_separate_engine_equals_the_one_pass_for_a_cnn_to_vit_pair():
     torch.manual_seed(0)
     method = HKT(vit(96), build_model("resnet20"), genes=["layer2:blocks.1", "layer3:blocks.3"], example_input=X[:2], kd_weight=1.0)
     results = []
-    for stacked in (True, False):
+    for one_pass in (True, False):
         method.zero_grad()
-        method.inheritance.stacked = stacked
+        method.inheritance.one_pass = one_pass
         out, losses = method.forward_train(X, Y)
         sum(losses.values()).backward()
         results.append(({k: v.detach() for k, v in losses.items()}, [p.grad.clone() for p in method.learnable_parameters()]))

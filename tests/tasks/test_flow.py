@@ -4,7 +4,9 @@ metrics and the sequence loss against hand-computed values, RAFT padding, HKT th
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +102,7 @@ def test_hkt_through_raft_genes_that_repeat_or_carry_both_frames():
     y = (torch.randn(2, 2, 128, 128), torch.ones(2, 128, 128, dtype=torch.bool))
     genes = ["net.feature_encoder", "net.context_encoder", "net.update_block.recurrent_block"]
     method = build_method("hkt", child, parent, x, Flow(), genes=genes, kd_weight=1.0)
-    assert method.inheritance.stacked is False  # feature encoder: 2B rows; recurrent block: once per iteration
+    assert method.inheritance.one_pass is False  # the recurrent block runs once per iteration
     with torch.no_grad():
         r = method.eval().inheritance(parent, child, x)
         assert all(torch.equal(a, b) for a, b in zip(r.child, child(x)))  # the native path is the child alone
@@ -138,7 +140,7 @@ def test_separate_passes_update_batchnorm_statistics_once():
     twin.load_state_dict(child.state_dict())
     x, y = torch.randn(4, 3, 5, 5), torch.randint(0, 2, (4,))
     method = build_method("hkt", child, parent, x, genes=["cell"])
-    assert method.inheritance.stacked is False
+    assert method.inheritance.one_pass is False
     method.train().forward_train(x, y)
     twin.train()(x)  # one plain training forward
     assert child.bn.num_batches_tracked.item() == 1
@@ -195,3 +197,15 @@ def test_fit_and_export_flow_cli(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["formats"]["safetensors"]["max_abs_diff"] == 0.0 and report["params"] == 990162
     assert report["formats"]["pt2"]["max_abs_diff"] <= 1e-5
+
+
+def test_raft_encoder_genes_run_the_reference_and_the_log_says_why(caplog):
+    """RAFT keeps its correlation pyramid on a module after each forward: one forward over two paths would leave a
+    tensor there that nothing can read (a copy of the model, for export, would fail), so the reference runs."""
+    torch.manual_seed(0)
+    parent, child = build_model("torchvision:raft_small", iterations=2).eval(), build_model("torchvision:raft_small", iterations=2)
+    x = torch.randn(2, 2, 3, 128, 128)
+    with caplog.at_level(logging.WARNING, logger="hkt"):
+        method = build_method("hkt", child, parent, x, Flow(), genes=["net.feature_encoder", "net.context_encoder"])
+    assert not method.inheritance.one_pass and "'net.corr_block' keeps a tensor of its forward (attribute 'corr_pyramid')" in caplog.text
+    copy.deepcopy(child)  # what export does: the rehearsal left no graph and no two-path tensor behind

@@ -1,35 +1,34 @@
-"""The two ways to run one inheritance pass; ``Inheritance`` picks one at construction (its dry run decides).
+"""The two ways to run one inheritance pass; ``Inheritance`` picks one at construction (its dry run and rehearsal).
 
-- :class:`SeparatePasses`, **the reference**: shaped like a distiller's ``forward_train``: the parent once
-  without gradients (recording every call of every gene), the child alone, the child again with the mixes, and the
-  parent again on the child's mix for the parent term. Simple, and it works for any gene set, including genes that
-  run several times per forward (RAFT's recurrent block) or on other than ``B`` rows (RAFT's encoder sees both
-  frames). It costs one more parent forward, and the child's work before its first gene twice.
-- :class:`StackedPass`, **the speed-up**: the parent runs once. Its forward is paused inside the hook of its last
-  gene (in execution order); by then every parent gene has been extracted, so the child's whole forward runs right
-  there, with its native and inherited paths stacked along the batch from the first child gene on
-  (``hkt.core.dual_path``). The parent then resumes from its last gene on the child's mix (and, with a KD term, on
-  its own feature too, stacked), which gives the parent term with gradients flowing through the frozen parent into
-  the child. It finds the stacked paths by their row count (``2 * B``), so ``Inheritance`` keeps it only where it
-  reproduces the reference on the example batch. ``tests/core/test_engines.py`` checks that both give the same
-  losses and gradients.
+- :class:`SeparatePasses`, **the reference** and the definition of correct: shaped like a distiller's
+  ``forward_train``: the parent once without gradients (recording every call of every gene), the child alone, the
+  child again with the mixes (its BatchNorm statistics on copies, so only the child alone moves them), and the parent
+  again on the child's mix for the parent term. It works for any gene set, including genes that run several times
+  per forward (RAFT's recurrent block), at the cost of one more parent forward and the child's work before its first
+  gene twice.
+- :class:`OnePass`, **the speed-up**: the parent runs once, and the child's native and inherited paths run as one
+  forward (``hkt.core.two_paths``: a vmap dimension of size 2, forked at the genes). With a parent term the child
+  runs when the parent reaches its last gene (by then every parent gene has been read), and the parent carries on
+  from there on the child's mix (and on its own feature as a second path when a KD term reads the parent's output).
+  ``tests/core/test_engines.py`` checks that both give the same losses and gradients.
 
-Both return an :class:`Inherited`, whose fields name the outputs everywhere: ``child``, ``inherited``,
-``parent_on_mix``, ``parent``.
+Both return an :class:`Inherited`, whose fields name the outputs everywhere.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils import _pytree as pytree
 
-from hkt.core.dual_path import frozen_running_stats, per_path_batchnorm, shared_skips, split_paths
-from hkt.core.extract import hooks
+from hkt.core.extract import Hook, hooks
 from hkt.core.outputs import read, write
+from hkt.core.two_paths import INHERITED, NATIVE, fork, two_paths
 
 
 @dataclass
@@ -42,25 +41,15 @@ class Inherited:
     parent: Any = None  # the parent's own output
 
 
-class _ParentDone(Exception):
-    """Raised inside the parent's last gene hook when nothing downstream of it is needed: stops the parent there.
-
-    An exception, because a forward hook cannot otherwise end a user's ``forward`` early: the alternative is to run
-    the parent's remaining blocks for nothing (the parent's head, or its whole last stage with stage genes)."""
-
-
-def batch_size(args: tuple[Any, ...]) -> int:
-    for leaf in torch.utils._pytree.tree_leaves(args):
-        if isinstance(leaf, Tensor):
-            return leaf.shape[0]
-    raise TypeError("the model input contains no tensor")
+def detached(tree: Any) -> Any:
+    return pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, tree)
 
 
 class SeparatePasses:
     """The reference engine: every output from its own pass.
 
-    The child's ``k``-th call of a gene mixes the parent's ``k``-th call of it (or the parent's last one when the
-    child iterates more). Only the native pass updates BatchNorm running statistics."""
+    The child's ``k``-th call of a gene mixes the parent's ``k``-th call of it. Only the child alone updates BatchNorm
+    running statistics: the inherited pass runs on copies of them (``torch.func.functional_call``)."""
 
     def __init__(self, inh: Any, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
         self.inh, self.parent, self.child, self.args = inh, parent, child, args
@@ -69,7 +58,8 @@ class SeparatePasses:
 
     def run(self) -> Inherited:
         inh, out = self.inh, Inherited()
-        out.parent = self.parent_genes()
+        own = self.parent_genes()
+        out.parent = own if inh.parent_own else None
         if inh.native:
             out.child = self.child(*self.args)
         out.inherited = self.inherited()
@@ -78,68 +68,52 @@ class SeparatePasses:
         return out
 
     def parent_genes(self) -> Any:
-        """Run the parent once without gradients, recording each gene's calls; its output when asked for (KD)."""
+        """Run the parent once without gradients, recording each gene's calls; returns its output."""
         inh = self.inh
-        # without a KD term the parent's own output is not needed: stop at its last gene when that runs once
-        stop_early = not inh.parent_own and inh.parent_genes_once
 
-        def record(i: int):
-            def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-                self.parent_feats[i].append(read(out, inh.genes[i].parent_element).detach())
-                if stop_early and i == inh.parent_order[-1]:
-                    raise _ParentDone
+        def record(i: int) -> Hook:
+            return lambda _m, _inp, out: self.parent_feats[i].append(read(out, inh.genes[i].parent_element).detach())
 
-            return hook
-
-        try:
-            with torch.no_grad(), hooks(self.parent, {g.parent: record(i) for i, g in enumerate(inh.genes)}, "parent"):
-                own = self.parent(*self.args)
-        except _ParentDone:
-            return None
-        return own if inh.parent_own else None
+        with torch.no_grad(), hooks(self.parent, {g.parent: record(i) for i, g in enumerate(inh.genes)}, "parent"):
+            return self.parent(*self.args)
 
     def inherited(self) -> Any:
         """The child with each gene's output replaced by its mix with the parent's feature."""
         inh = self.inh
 
-        def mix(i: int):
+        def mix(i: int) -> Hook:
             def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
-                feats = self.parent_feats[i]
-                v = feats[min(len(self.mixes[i]), len(feats) - 1)]
+                v = self.parent_feats[i][len(self.mixes[i])]
                 self.mixes[i].append(inh.mix(i, read(out, inh.genes[i].child_element), v))
                 return write(out, inh.genes[i].child_element, self.mixes[i][-1])
 
             return hook
 
-        with (
-            hooks(self.child, {g.child: mix(i) for i, g in enumerate(inh.genes)}, "child"),
-            frozen_running_stats(self.child) if inh.native else nullcontext(),
-        ):
-            return self.child(*self.args)
+        with hooks(self.child, {g.child: mix(i) for i, g in enumerate(inh.genes)}, "child"):
+            if not inh.native:  # the only pass of the child: its statistics move as in any training forward
+                return self.child(*self.args)
+            copies = {name: b.clone() for name, b in self.child.named_buffers()}
+            return torch.func.functional_call(self.child, copies, self.args, strict=False)
 
     def parent_on_mix(self) -> Any:
         """The parent again, its last gene's calls replaced by the child's mixes (in the parent's layout)."""
         inh = self.inh
         last, element = inh.parent_order[-1], inh.genes[inh.parent_order[-1]].parent_element
-        calls = 0
+        calls = iter(self.mixes[last])
 
         def back(_m: nn.Module, _inp: Any, out: Any) -> Any:
-            nonlocal calls
-            m = self.mixes[last][min(calls, len(self.mixes[last]) - 1)]
-            calls += 1
-            return write(out, element, inh.to_parent(last, m, read(out, element)))
+            return write(out, element, inh.to_parent(last, next(calls), read(out, element)))
 
         with hooks(self.parent, {inh.genes[last].parent: back}, "parent"):
             return self.parent(*self.args)
 
 
 @dataclass
-class StackedPass:
-    """The speed-up: one parent forward, the child run inside its last gene's hook with both paths stacked.
+class OnePass:
+    """The speed-up: one parent forward, and one child forward that carries the native and the inherited paths.
 
-    Its state is this object's fields: the parent's gene features, the child's mixes, and whether each network
-    carries stacked paths yet (the child from its first gene on; the parent from its last gene on, with a KD term).
-    Before those points a tensor of 2B rows is the model's own, and must be treated as in a plain forward."""
+    For genes that run once per forward in both networks (``Inheritance`` checks that in its dry run, and that this
+    engine reproduces the reference on the example batch)."""
 
     inh: Any
     parent: nn.Module
@@ -147,76 +121,76 @@ class StackedPass:
     args: tuple[Any, ...]
     parent_feats: dict[int, Tensor] = field(default_factory=dict)
     mixes: dict[int, Tensor] = field(default_factory=dict)
-    child_stacked: bool = False
-    parent_stacked: bool = False
     out: Inherited = field(default_factory=Inherited)
-
-    def __post_init__(self) -> None:
-        self.b = batch_size(self.args)
 
     def run(self) -> Inherited:
         inh, out = self.inh, self.out
-        both = inh.parent_on_mix and inh.parent_own
-        parent_hooks = {inh.genes[i].parent: self.parent_hook(i) for i in inh.parent_order}
-        try:
-            with (
-                hooks(self.parent, parent_hooks, "parent"),
-                shared_skips(self.parent, self.b, lambda: self.parent_stacked) if both else nullcontext(),
-            ):
-                result = self.parent(*self.args)
-        except _ParentDone:
-            return out
-        if both:
-            out.parent, out.parent_on_mix = split_paths(result, self.b)
-        elif inh.parent_on_mix:
-            out.parent_on_mix = result
+        if not inh.parent_on_mix:  # no parent term: the parent's genes (and output, for KD), then the child
+            with torch.no_grad(), hooks(self.parent, self.reading_parent(), "parent"):
+                own = self.parent(*self.args)
+            out.parent = own if inh.parent_own else None
+            self.run_child()
+        elif inh.parent_own:  # the parent carries its own feature and the child's mix from its last gene on
+            (own, _), (out.parent_on_mix, _) = two_paths(self.parent, self.args, self.parent_forks, randomness="same")
+            out.parent = detached(own)
         else:
-            out.parent = result
-        if out.parent is not None:
-            out.parent = torch.utils._pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, out.parent)
+            with hooks(self.parent, self.reading_parent(lambda _path, _own, mix: mix), "parent"):
+                out.parent_on_mix = self.parent(*self.args)
         return out
 
-    def parent_hook(self, i: int):
-        inh, element = self.inh, self.inh.genes[i].parent_element
+    def reading_parent(self, carry_on: Any = None, path: Tensor | None = None) -> dict[str, Hook]:
+        """Hooks on the parent's genes that read each feature; with ``carry_on``, the last one also runs the child
+        and returns ``carry_on(path, own feature, the child's mix in the parent's layout)`` as the gene's output."""
+        inh = self.inh
 
-        def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
-            self.parent_feats[i] = read(out, element).detach()
-            if i != inh.parent_order[-1]:
-                return None
-            self.run_child()  # every parent gene is extracted by now
-            if not (inh.parent_on_mix or inh.parent_own):
-                raise _ParentDone
-            if not inh.parent_on_mix:
-                return None
-            mix = inh.to_parent(i, self.mixes[i], self.parent_feats[i])
-            self.parent_stacked = inh.parent_own
-            return write(out, element, torch.cat([self.parent_feats[i], mix]) if inh.parent_own else mix)
+        def at(i: int) -> Hook:
+            element = inh.genes[i].parent_element
 
-        return hook
+            def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
+                self.parent_feats[i] = read(out, element).detach()
+                if carry_on is None or i != inh.parent_order[-1]:
+                    return None
+                self.run_child()  # every parent gene has been read by now
+                return write(out, element, carry_on(path, self.parent_feats[i], inh.to_parent(i, self.mixes[i], self.parent_feats[i])))
+
+            return hook
+
+        return {inh.genes[i].parent: at(i) for i in inh.parent_order}
+
+    @contextmanager
+    def parent_forks(self, path: Tensor) -> Iterator[dict[str, Any]]:
+        with hooks(self.parent, self.reading_parent(fork, path), "parent"):
+            yield {}
 
     def run_child(self) -> None:
-        inh, b = self.inh, self.b
-        child_hooks = {inh.genes[i].child: self.child_hook(i) for i in inh.child_order}
-        with (
-            hooks(self.child, child_hooks, "child"),
-            per_path_batchnorm(self.child, b, lambda: self.child_stacked) if inh.native else nullcontext(),
-            shared_skips(self.child, b, lambda: self.child_stacked) if inh.native else nullcontext(),
-        ):
-            result = self.child(*self.args)
-        if inh.native:
-            self.out.child, self.out.inherited = split_paths(result, b)
+        inh = self.inh
+        if not inh.native:  # one path: the mixes replace the genes' outputs
+            with self.child_forks(None) as filled:
+                self.out.inherited = self.child(*self.args)
         else:
-            self.out.inherited = result
+            (self.out.child, _), (self.out.inherited, filled) = two_paths(self.child, self.args, self.child_forks, inh.path_batchnorms)
+        for i, a in enumerate(inh.attentions):
+            self.mixes[i], a.gate = filled[f"mix{i}"], filled[f"gate{i}"]
 
-    def child_hook(self, i: int):
-        inh, element, b = self.inh, self.inh.genes[i].child_element, self.b
+    @contextmanager
+    def child_forks(self, path: Tensor | None) -> Iterator[dict[str, Any]]:
+        """Hooks on the child's genes that mix the parent's feature into this path (the mix is computed on the native
+        path too once paths have forked; ``fork`` keeps the native path's own feature there)."""
+        inh, filled = self.inh, {}
 
-        def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
-            self.child_stacked = True
-            q = read(out, element)
-            stacked = inh.native and i != inh.child_order[0]  # before the first gene the child carries one path
-            q_native, q_inherited = (q[:b], q[b:]) if stacked else (q, q)
-            self.mixes[i] = inh.mix(i, q_inherited, self.parent_feats[i])
-            return write(out, element, torch.cat([q_native, self.mixes[i]]) if inh.native else self.mixes[i])
+        def at(i: int) -> Hook:
+            element = inh.genes[i].child_element
 
-        return hook
+            def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
+                q = read(out, element)
+                mix = inh.mix(i, q, self.parent_feats[i])
+                filled[f"mix{i}"], filled[f"gate{i}"] = mix, inh.attentions[i].gate
+                return write(out, element, mix if path is None else fork(path, q, mix))
+
+            return hook
+
+        with hooks(self.child, {inh.genes[i].child: at(i) for i in inh.child_order}, "child"):
+            yield filled
+
+
+__all__ = ["INHERITED", "NATIVE", "Inherited", "OnePass", "SeparatePasses"]

@@ -20,43 +20,33 @@ from hkt.core.paths import module_at
 Hook = Callable[[nn.Module, Any, Any], Any]
 
 
-PREACT = "@preact"
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.ELU)
-
-
-def _preact_hook(block: nn.Module, path: str, role: str, hook: Hook, handles: list[RemovableHandle]) -> None:
-    """Call ``hook`` with the block's *pre-activation*: the input of the last activation module it called (a
-    ResNet stage: the residual sum before its final ReLU), cloned because activations may run in place."""
-    acts = [m for m in block.modules() if isinstance(m, ACTIVATIONS)]
-    if not acts:
-        raise GeneShapeError(
-            f"{role} block {path!r}: no activation module ({', '.join(a.__name__ for a in ACTIVATIONS)}) inside "
-            f"{type(block).__name__} to read the pre-activation from (a functional F.relu cannot be hooked); drop {PREACT} "
-            "or pick a block that calls an activation module"
-        )
-    last: list[Tensor] = []
-
-    def before(_m: nn.Module, args: tuple[Any, ...]) -> None:
-        last[:] = [args[0].clone()]
-
-    handles.extend(a.register_forward_pre_hook(before) for a in acts)
-    handles.append(block.register_forward_hook(lambda m, inp, _out: hook(m, inp, last[0])))
+Reader = Callable[[nn.Module, str, str, Hook, list[RemovableHandle]], None]
+# how to hook a path ``<block>@<reader>`` that reads something other than the block's output: a feature method that
+# needs one registers it by its suffix (``hkt.methods.reviewkd``: ``@preact``, a block's pre-activation); called with
+# (block, path, role, hook, handles) and appends the handles it registers
+READERS: dict[str, Reader] = {}
 
 
 @contextmanager
 def hooks(model: nn.Module, hooks_by_path: dict[str, Hook], role: str = "model") -> Iterator[None]:
     """Register forward hooks by module path for the duration of a ``with`` block, then remove them.
 
-    A hook that returns a value replaces the module's output (this is how Mixture injects). A path ending in
-    ``@preact`` (``layer3@preact``) hands its hook the block's pre-activation instead; for extraction only.
+    A hook that returns a value replaces the module's output (this is how Mixture injects). A path
+    ``<block>@<reader>`` (``layer3@preact``) hands its hook what that registered reader reads instead (``READERS``);
+    for extraction only.
     """
     handles: list[RemovableHandle] = []
     try:
         for path, hook in hooks_by_path.items():
-            if path.endswith(PREACT):
-                _preact_hook(module_at(model, path[: -len(PREACT)], role), path, role, hook, handles)
-            else:
+            block, at, reader = path.partition("@")
+            if not at:
                 handles.append(module_at(model, path, role).register_forward_hook(hook))
+            elif "@" + reader in READERS:
+                READERS["@" + reader](module_at(model, block, role), path, role, hook, handles)
+            else:
+                raise GeneShapeError(
+                    f"{role} path {path!r}: no reader '@{reader}' (known: {', '.join(READERS) or 'none'}); name a module path"
+                )
         yield
     finally:
         for h in handles:
@@ -86,9 +76,24 @@ def as_args(x: Any) -> tuple[Any, ...]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def trace_blocks(model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...], role: str) -> tuple[dict[str, Tensor], Counter[str]]:
-    """Run ``model`` once; return ``{path: gene feature of its first call}`` in the order the blocks fired, and
-    how many times each block ran (a recurrent block, e.g. RAFT's update GRU, runs once per iteration).
+@dataclass
+class Trace:
+    """One network's dry run: gene features (first call, in the order the genes fired), call counts, and the output
+    shape of every module's first call, in the order the modules finished (a tensor output, else ``None``)."""
+
+    feats: dict[str, Tensor]
+    calls: Counter[str]
+    shapes: dict[str, tuple[int, ...] | None]
+
+    def after_first_gene(self) -> list[str]:
+        """Paths of the modules that first finished a call after the first gene did (those that may see both paths)."""
+        order, first = list(self.shapes), next(iter(self.feats)).partition("@")[0]  # `<block>@<reader>` reads at the block
+        return order[order.index(first) + 1 :]
+
+
+def trace_blocks(model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...], role: str) -> Trace:
+    """Run ``model`` once and trace it (:class:`Trace`): gene features, how many times each block ran (a recurrent
+    block, e.g. RAFT's update GRU, runs once per iteration) and every module's output shape.
 
     Raises ``GeneShapeError`` for a block that never runs or whose output has no tensor at the gene's element.
     """
@@ -105,9 +110,13 @@ def trace_blocks(model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...],
 
         return hook
 
-    ran: list[str] = []  # every module that ran, in order: what a user can choose instead of a block that never runs
-    seen = [m.register_forward_hook(lambda m, *_: ran.append(names[m])) for m in model.modules()]
+    shapes: dict[str, tuple[int, ...] | None] = {}  # every module that finished a call, in order
+
+    def seen_hook(m: nn.Module, _inp: Any, out: Any) -> None:
+        shapes.setdefault(names[m], tuple(out.shape) if isinstance(out, Tensor) else None)
+
     names = {m: n for n, m in model.named_modules()}
+    seen = [m.register_forward_hook(seen_hook, prepend=True) for m in model.modules()]
     try:
         with hooks(model, {g.path(role): make(g) for g in genes}, role), naming_failures(model, role, input_size(args)):
             model(*args)
@@ -116,12 +125,12 @@ def trace_blocks(model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...],
             h.remove()
     missing = [g.path(role) for g in genes if g.path(role) not in store]
     if missing:
-        tops = list(dict.fromkeys(n for n in ran if n and "." not in n))  # the top-level blocks, in the order they ran
+        tops = [n for n in shapes if n and "." not in n]  # the top-level blocks, in the order they ran
         raise GeneShapeError(
             f"{role} block(s) {missing} never ran during a forward pass; choose blocks on the forward path (top-level "
             f"modules that ran: {', '.join(tops[:20])}{' …' if len(tops) > 20 else ''}; `hkt genes` lists them all)"
         )
-    return store, calls
+    return Trace(store, calls, shapes)
 
 
 class DryRunError(RuntimeError):
@@ -174,6 +183,7 @@ class DryRun:
     child_calls: Counter[str]
     parent_kinds: dict[str, FeatureKind]
     child_kinds: dict[str, FeatureKind]
+    traces: dict[str, Trace]  # per role
 
     def kinds(self, role: str) -> dict[str, FeatureKind]:
         return self.parent_kinds if role == "parent" else self.child_kinds
@@ -189,8 +199,8 @@ def dry_run(parent: nn.Module, child: nn.Module, genes: Sequence[Gene], example_
     child.eval()
     try:
         with torch.no_grad():
-            p, p_calls = trace_blocks(parent, genes, args, "parent")
-            c, c_calls = trace_blocks(child, genes, args, "child")
+            traces = {"parent": trace_blocks(parent, genes, args, "parent"), "child": trace_blocks(child, genes, args, "child")}
+            (p, p_calls), (c, c_calls) = ((t.feats, t.calls) for t in traces.values())
     finally:
         child.train(was_training)
     kinds: dict[str, dict[str, FeatureKind]] = {"parent": {}, "child": {}}
@@ -202,4 +212,4 @@ def dry_run(parent: nn.Module, child: nn.Module, genes: Sequence[Gene], example_
             except GeneShapeError as e:
                 shapes = f"parent {tuple(p[g.parent].shape)}, child {tuple(c[g.child].shape)}"
                 raise GeneShapeError(f"gene {g.name!r} ({shapes}): {e}") from e
-    return DryRun(p, c, p_calls, c_calls, kinds["parent"], kinds["child"])
+    return DryRun(p, c, p_calls, c_calls, kinds["parent"], kinds["child"], traces)

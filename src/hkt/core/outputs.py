@@ -77,8 +77,9 @@ def write(out: Any, element: Element, value: Tensor) -> Any:
         new = copy.copy(out)  # a ModelOutput stays a ModelOutput (its __setitem__ also sets the attribute)
         new[element] = value
         return new
-    setattr(out, element, value)
-    return out
+    new = copy.copy(out)  # an output object with attributes: the copy gets the value, the model's own is untouched
+    setattr(new, element, value)
+    return new
 
 
 class LogitsHook:

@@ -19,10 +19,10 @@ from torch import Tensor, nn
 from hkt.core.gene import parse_genes
 from hkt.core.genetic_attention import Attention
 from hkt.core.inheritance import Inheritance
-from hkt.core.replay import plan_replay, rehearse, replaying
 from hkt.core.transfer import Adapter
 from hkt.losses import kd_loss, standardized
 from hkt.methods.base import DistillLoss, Method, TaskLoss, logit_recipe
+from hkt.replay import plan_replay, rehearse, replaying
 
 LamSchedule = Literal["constant", "linear", "cosine"]
 
@@ -105,8 +105,8 @@ class HKT(Method):
 
     def parent_cache_plan(self, example: Tensor) -> str | None:
         """The parent cache stores the parent's gene outputs; a cached step replays the parent's modules up to its
-        last gene from them (``hkt.core.replay``) and computes the rest on the child's mix, as uncached."""
-        if not self.inheritance.stacked:
+        last gene from them (``hkt.replay``) and computes the rest on the child's mix, as uncached."""
+        if not self.inheritance.one_pass:
             return "the genes run several times per forward (the separate-pass engine)"
         plan = plan_replay(self.parent, self.genes, example)
         if isinstance(plan, str):

@@ -11,7 +11,7 @@ are never exported.
 The parent's targets are its **pre-activation** stage outputs (``preact: true``), as both authors' codes read them:
 dvlab's ``teacher(images, is_feat=True, preact=True)`` and mdistiller's ``features_teacher["preact_feats"]``; the
 child's features are post-activation (mdistiller's ``REVIEWKD.STU_PREACT: False``). Each parent gene whose block
-calls an activation module is read before its last one (``<path>@preact``, ``hkt.core.extract``): for a ResNet stage,
+calls an activation module is read before its last one (``<path>@preact``, a reader defined here): for a ResNet stage,
 the residual sum before the final ReLU, which takes negative values; a gene without one (the pooled feature) is
 read as it is, as the authors do. Defaults as mdistiller (``mdistiller/distillers/ReviewKD.py``; weight 5.0 from
 its CIFAR config ``configs/cifar100/reviewkd.yaml``, ``REVIEWKD_WEIGHT: 5.0``; 1.0 is only the ``cfg.py``
@@ -26,11 +26,38 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
-from hkt.core.extract import ACTIVATIONS, PREACT, dry_run, extracting
+from hkt.core.extract import READERS, Hook, dry_run, extracting
 from hkt.core.gene import Gene, parse_genes
+from hkt.core.kinds import GeneShapeError
 from hkt.core.paths import module_at
 from hkt.methods.base import Method, TaskLoss, WarmedUp, WarmupUnit
+
+PREACT = "@preact"
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.ELU)
+
+
+def _preact_hook(block: nn.Module, path: str, role: str, hook: Hook, handles: list[RemovableHandle]) -> None:
+    """Call ``hook`` with the block's *pre-activation*: the input of the last activation module it called (a
+    ResNet stage: the residual sum before its final ReLU), cloned because activations may run in place."""
+    acts = [m for m in block.modules() if isinstance(m, ACTIVATIONS)]
+    if not acts:
+        raise GeneShapeError(
+            f"{role} block {path!r}: no activation module ({', '.join(a.__name__ for a in ACTIVATIONS)}) inside "
+            f"{type(block).__name__} to read the pre-activation from (a functional F.relu cannot be hooked); drop {PREACT} "
+            "or pick a block that calls an activation module"
+        )
+    last: list[Tensor] = []
+
+    def before(_m: nn.Module, args: tuple[Any, ...]) -> None:
+        last[:] = [args[0].clone()]
+
+    handles.extend(a.register_forward_pre_hook(before) for a in acts)
+    handles.append(block.register_forward_hook(lambda m, inp, _out: hook(m, inp, last[0])))
+
+
+READERS[PREACT] = _preact_hook  # `<block>@preact` paths, for every method that reads genes (fitnet, at too)
 
 
 def hcl_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:

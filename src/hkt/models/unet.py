@@ -4,8 +4,7 @@ same code and their genes sit at the same module paths.
 Module paths (depth ``d``): ``encoder.0`` (full resolution) … ``encoder.{d-1}``, ``bottleneck``
 (``1/2^d`` resolution, ``width * 2^d`` channels), ``decoder.0`` (the deepest up-block) … ``decoder.{d-1}``
 (full resolution), ``head`` (1x1 conv to class logits). Each decoder block is one module called with
-``(x, skip)``, so the skip connection is visible at a module boundary (``Inheritance`` relies on that to
-carry two stacked paths past a skip from before a gene).
+``(x, skip)``, so a decoder block's output, the skip included, is one gene.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Resume a frozen parent at its last gene from stored gene outputs: what lets the parent cache serve HKT.
 
+Outside ``hkt.core`` because it is the one place that swaps modules of a user's network (the parent's, for the
+duration of a cached step, restored in ``finally``): a forward hook can replace a module's output but cannot skip its
+work, and skipping the work is the point of the cache. Only with ``parent_cache:`` set.
+
 HKT cannot skip the parent: the child's mix at the parent's last gene flows on through the parent's remaining
 layers (the parent term). It can skip the layers *before* that gene. For a parent whose genes are all top-level
 modules (a ResNet's ``layer1`` … ``layer3``, ``avgpool``), every top-level module called up to the last gene is
