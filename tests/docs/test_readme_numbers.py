@@ -83,7 +83,7 @@ def test_readme_step_cost_rows_equal_the_committed_benchmark():
         if line.startswith("| ") and "median step" not in line
     ]
     readme = (ROOT / "README.md").read_text()
-    assert len(rows) == 18 and all(row in readme for row in rows), [r for r in rows if r not in readme]
+    assert len(rows) == 30 and all(row in readme for row in rows), [r for r in rows if r not in readme]
 
 
 def test_readme_demo_table_is_the_committed_demo_output():
