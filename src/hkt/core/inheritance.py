@@ -180,7 +180,7 @@ class Inheritance(nn.Module):
         return (
             disagreement(out, ref_out)
             or differs(grads, ref_grads, "gradients")
-            or next((f"buffer {n}: {why}" for n in ref_bufs if (why := differs(bufs[n], ref_bufs[n], "after the step"))), None)
+            or next((f"buffer {n}: {d}" for n in ref_bufs if (d := differs(bufs[n], ref_bufs[n], "after the step"))), None)
         )
 
     def _check_parent_term_has_gradients(self, parent: nn.Module, child: nn.Module, args: tuple[Any, ...]) -> None:
