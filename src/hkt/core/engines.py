@@ -168,7 +168,7 @@ class OnePass:
             with self.child_forks(None) as filled:
                 self.out.inherited = self.child(*self.args)
         else:
-            (self.out.child, _), (self.out.inherited, filled) = two_paths(self.child, self.args, self.child_forks, inh.path_batchnorms)
+            (self.out.child, _), (self.out.inherited, filled) = two_paths(self.child, self.args, self.child_forks)
         for i, a in enumerate(inh.attentions):
             self.mixes[i], a.gate = filled[f"mix{i}"], filled[f"gate{i}"]
 

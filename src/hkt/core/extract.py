@@ -85,11 +85,6 @@ class Trace:
     calls: Counter[str]
     shapes: dict[str, tuple[int, ...] | None]
 
-    def after_first_gene(self) -> list[str]:
-        """Paths of the modules that first finished a call after the first gene did (those that may see both paths)."""
-        order, first = list(self.shapes), next(iter(self.feats)).partition("@")[0]  # `<block>@<reader>` reads at the block
-        return order[order.index(first) + 1 :]
-
 
 def trace_blocks(model: nn.Module, genes: Sequence[Gene], args: tuple[Any, ...], role: str) -> Trace:
     """Run ``model`` once and trace it (:class:`Trace`): gene features, how many times each block ran (a recurrent

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from hkt.core.engines import Inherited, OnePass, SeparatePasses, detached
@@ -87,8 +86,6 @@ class Inheritance(nn.Module):
                 "before the parent's later calls exist, so every step runs the separate-pass reference",
                 recurrent,
             )
-        # the BatchNorm layers that may carry both paths in the one-pass engine: their statistics are kept per path
-        self.path_batchnorms = [n for n in run.traces["child"].after_first_gene() if isinstance(child.get_submodule(n), _BatchNorm)]
         by_parent = {g.parent: i for i, g in enumerate(self.genes)}
         by_child = {g.child: i for i, g in enumerate(self.genes)}
         self.parent_order = [by_parent[p] for p in p_feats]
