@@ -103,6 +103,18 @@ def test_without_batchnorm_statistics_per_path_the_rehearsal_falls_back_and_says
     assert all(v.isfinite() for v in losses.values())
 
 
+def test_a_later_gene_mixes_the_inherited_path_only():
+    """At a gene after the first the child's feature carries both paths; its Genetic Attention must see the inherited
+    path alone (a plain tensor of the batch's shape), not both paths with the native mix thrown away."""
+    torch.manual_seed(0)
+    method, x, y = CASES["resnet stage genes"]()
+    seen = []
+    for a in method.inheritance.attentions:
+        a.register_forward_hook(lambda _m, inp, _out: seen.append((torch._C._functorch.is_batchedtensor(inp[0]), inp[0].shape[0])))
+    method.train().forward_train(x, y)
+    assert seen == [(False, len(x))] * 3  # the first gene's feature does not depend on the path; the later two are sliced
+
+
 class EchoStem(nn.Module):
     """A child whose output also holds its stem feature twice (``2B`` rows of its own, from before the gene)."""
 

@@ -28,7 +28,7 @@ from torch.utils import _pytree as pytree
 
 from hkt.core.extract import Hook, hooks
 from hkt.core.outputs import read, write
-from hkt.core.two_paths import INHERITED, NATIVE, fork, two_paths
+from hkt.core.two_paths import INHERITED, NATIVE, fork, fork_mix, two_paths
 
 
 @dataclass
@@ -174,18 +174,18 @@ class OnePass:
 
     @contextmanager
     def child_forks(self, path: Tensor | None) -> Iterator[dict[str, Any]]:
-        """Hooks on the child's genes that mix the parent's feature into this path (the mix is computed on the native
-        path too once paths have forked; ``fork`` keeps the native path's own feature there)."""
+        """Hooks on the child's genes that mix the parent's feature into the inherited path (``fork_mix``: the native
+        path keeps its own feature, and no mix is computed for it)."""
         inh, filled = self.inh, {}
 
         def at(i: int) -> Hook:
             element = inh.genes[i].child_element
 
             def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
-                q = read(out, element)
-                mix = inh.mix(i, q, self.parent_feats[i])
-                filled[f"mix{i}"], filled[f"gate{i}"] = mix, inh.attentions[i].gate
-                return write(out, element, mix if path is None else fork(path, q, mix))
+                q, mix = read(out, element), lambda q: inh.mix(i, q, self.parent_feats[i])
+                filled[f"mix{i}"] = mix(q) if path is None else fork_mix(path, q, mix)
+                filled[f"gate{i}"] = inh.attentions[i].gate
+                return write(out, element, filled[f"mix{i}"])
 
             return hook
 

@@ -42,6 +42,40 @@ def fork(path: Tensor, native: Tensor, inherited: Tensor) -> Tensor:
     return torch.where(path, inherited, native)
 
 
+def fork_mix(path: Tensor, q: Tensor, mix: Callable[[Tensor], Tensor]) -> Tensor:
+    """``q`` on the native path and ``mix(q)`` on the inherited one, with ``mix`` run on the inherited path only.
+
+    At the first gene ``q`` does not depend on the path yet, so the mix runs once and :func:`fork` forks. At a later
+    gene ``q`` carries both paths, and a plain ``mix(q)`` would also compute a mix of the native path only to throw
+    it away (the adapters and Genetic Attention on twice the data): :func:`inherited_only` runs it on the inherited
+    slice. ``mix`` must return ``q``'s shape and may read only unbatched tensors besides its argument (the parent's
+    feature, its own parameters)."""
+    if not torch._C._functorch.is_batchedtensor(q):
+        return fork(path, q, mix(q))
+    key = id(mix)
+    _MIXES[key] = mix
+    try:
+        return inherited_only(q, key)
+    finally:
+        del _MIXES[key]
+
+
+_MIXES: dict[int, Callable[[Tensor], Tensor]] = {}  # an op takes no Python callable: fork_mix lends it by key
+
+
+@torch.library.custom_op("hkt::inherited_only", mutates_args=())
+def inherited_only(q: Tensor, key: int) -> Tensor:
+    """``q`` ``(*)`` on the native path, the mix lent under ``key`` on the inherited one; for the paths' ``vmap``,
+    where the rule below runs it."""
+    raise RuntimeError("hkt::inherited_only runs only under the two paths' vmap, where fork_mix calls it")
+
+
+@inherited_only.register_vmap
+def _mix_inherited_path(info: Any, in_dims: tuple[int | None, ...], q: Tensor, key: int) -> tuple[Tensor, int]:
+    q = q.movedim(in_dims[0], 0)  # (paths, *)
+    return torch.stack([q[NATIVE], _MIXES[key](q[INHERITED])]), 0
+
+
 @torch.library.custom_op("hkt::path_batch_norm", mutates_args=("running_mean", "running_var"))
 def path_batch_norm(
     x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor | None, bias: Tensor | None, momentum: float, eps: float
