@@ -9,7 +9,9 @@ child with one block gene. The children users deploy (``--edge-size`` px, ``--ed
 and timm ResNet-18, MobileNetV3-Large and EfficientNet-B0 children, one stage gene and three stage genes; each HKT
 row there also times its *floor*, what the step must compute beyond KD: the child's layers after its first gene
 (forward and backward, the inherited path) and the parent's layers after its last gene (forward and backward, the
-parent term), each measured as a full pass minus the pass up to the gene. Each row runs in its own process so that
+parent term), each measured as a full pass minus the pass up to the gene; and beside it the floor plus the genes'
+Transfer and Genetic Attention (forward and backward on the batch, timed alone), so that what remains between that
+and the step is the engine's own cost (forking the paths, hooks). Each row runs in its own process so that
 peak memory (peak RSS growth during the steps, over the RSS after building) is not polluted by the others; "vs kd"
 compares with KD on the same pair. Also times inference of the exported HKT child against a plain ResNet-20.
 Writes ``<out>.json`` and ``<out>.md`` (default ``benchmarks/results/step_cost``).
@@ -142,7 +144,24 @@ def measure(pair: str, label: str, steps: int, batch: int, size: int) -> dict:
         last_parent = genes[method.inheritance.parent_order[-1]].parent
         row["child_after_gene_s"] = tail_cost(child, first_child, x, steps, grad_before=True)
         row["parent_after_gene_s"] = tail_cost(parent, last_parent, x, steps, grad_before=False)
+        row["mixes_s"] = mixes_cost(method, x, steps)
     return row
+
+
+def mixes_cost(method: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
+    """Seconds of every gene's Transfer and Genetic Attention, forward and backward, once on the batch: what a step
+    computes beyond the floor at the genes themselves (the child's gene features as leaves that need gradient)."""
+    from hkt.core.extract import extracting
+
+    inh = method.inheritance
+    with torch.no_grad(), extracting(method.parent, inh.genes, "parent") as v, extracting(method.child, inh.genes, "child") as q:
+        method.parent(x), method.child(x)
+    feats = [(q[g.child].detach().requires_grad_(), v[g.parent]) for g in inh.genes]
+
+    def mixes() -> None:
+        sum(inh.mix(i, qi, vi).float().square().mean() for i, (qi, vi) in enumerate(feats)).backward()
+
+    return median_step(mixes, steps, warmup=2)
 
 
 class _Stop(Exception):
@@ -242,6 +261,7 @@ def main() -> None:
         r["memory_vs_kd"] = r["peak_rss_growth_mb"] / kd["peak_rss_growth_mb"]
         if "child_after_gene_s" in r:
             r["floor_vs_kd"] = (kd["median_step_s"] + r["child_after_gene_s"] + r["parent_after_gene_s"]) / kd["median_step_s"]
+            r["floor_and_mixes_vs_kd"] = r["floor_vs_kd"] + r["mixes_s"] / kd["median_step_s"]
     latency = inference_latency(args.batch)
     record = {
         "command": f"python benchmarks/step_cost.py --steps {args.steps} --batch {args.batch} --edge-batch {args.edge_batch} "
@@ -269,12 +289,13 @@ def main() -> None:
             f"{pair} (batch {batch}, {size} px):",
             "",
             "| method | engine | median step (s) | time vs kd |"
-            + (" floor vs kd |" if edge else "")
+            + (" floor vs kd | floor + mixes vs kd |" if edge else "")
             + " peak RSS growth (MB) | memory vs kd |",
-            "|---|---|---|---|" + ("---|" if edge else "") + "---|---|",
+            "|---|---|---|---|" + ("---|---|" if edge else "") + "---|---|",
         ]
         for r in (r for r in rows if r["pair"] == pair):
-            floor = (f" {r['floor_vs_kd']:.2f}x |" if "floor_vs_kd" in r else " – |") if edge else ""
+            floor = " – | – |" if "floor_vs_kd" not in r else f" {r['floor_vs_kd']:.2f}x | {r['floor_and_mixes_vs_kd']:.2f}x |"
+            floor = floor if edge else ""
             lines.append(
                 f"| {r['method']} | {r['engine'] if r['method'].startswith('hkt') else '–'} | {r['median_step_s']:.3f} | "
                 f"{r['time_vs_kd']:.2f}x |{floor} {r['peak_rss_growth_mb']:.0f} | {r['memory_vs_kd']:.2f}x |"
