@@ -86,6 +86,14 @@ def test_readme_step_cost_rows_equal_the_committed_benchmark():
     assert len(rows) == 30 and all(row in readme for row in rows), [r for r in rows if r not in readme]
 
 
+def test_readme_engine_before_after_rows_equal_the_committed_benchmark():
+    """The before/after engine table in README is benchmarks/results/engine_before_after.md's, row for row."""
+    table = (ROOT / "benchmarks/results/engine_before_after.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ResNet-56")]
+    readme = (ROOT / "README.md").read_text()
+    assert len(rows) == 6 and all(row in readme for row in rows), [r for r in rows if r not in readme]
+
+
 def test_readme_demo_table_is_the_committed_demo_output():
     rows = json.loads((ROOT / "benchmarks/results/demo/demo.json").read_text())
     table = (ROOT / "benchmarks/results/demo/demo.md").read_text()
