@@ -1,8 +1,8 @@
 """The one-pass engine (one parent pass; the child's native and inherited paths as one forward, a vmap dimension) is
 a speed-up of the separate-pass reference: both give the same losses, gradients and BatchNorm statistics, for CIFAR
 ResNets (pooled and stage genes), a U-Net whose skips cross the genes, a network whose stem runs on 2B rows and the
-timm children users deploy; the comparison fails when the speed-up is broken (BatchNorm statistics no longer per
-path), and the rehearsal then falls back with the reason."""
+timm children users deploy; the comparison fails when the speed-up is broken (BatchNorm no longer normalising each
+path on its own), and the rehearsal then falls back with the reason."""
 
 import contextlib
 import logging
@@ -38,6 +38,8 @@ def siamese(Siamese):
 CASES = {
     "resnet pooled gene + kd": lambda: resnets(["avgpool"], kd_weight=1.0),
     "resnet stage genes": lambda: resnets(["layer1", "layer2", "layer3"]),
+    # with KD the parent carries two paths too, and the child's two paths run nested inside the parent's
+    "resnet stage genes + kd": lambda: resnets(["layer1", "layer2", "layer3"], kd_weight=1.0),
     "u-net, skips across genes": unet,
     "2B-row stem before the gene": "siamese",
 }
