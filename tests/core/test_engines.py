@@ -200,11 +200,13 @@ def test_the_one_pass_engine_is_kept_where_it_reproduces_the_reference(caplog):
     assert method.inheritance.one_pass and "does not reproduce" not in caplog.text
 
 
-EDGE_CHILDREN = {  # timm children users deploy, each with the stage gene matching the parent's layer3 (stride 16)
+EDGE_CHILDREN = {  # timm and torchvision children users deploy, each with the stage gene matching the parent's layer3 (stride 16)
     "timm:mobilenetv3_small_050": ("blocks.3", "conv_stem"),
     "timm:mobilenetv3_large_100": ("blocks.4", "conv_stem"),
     "timm:efficientnet_b0": ("blocks.4", "conv_stem"),
     "timm:resnet18": ("layer3", "conv1"),
+    "timm:convnext_atto": ("stages.2", "stem.0"),
+    "torchvision:mobilenet_v3_small": ("features.8", "features.0"),
 }
 
 
