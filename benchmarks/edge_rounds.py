@@ -14,24 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from step_cost import EDGE_PAIRS
+from step_cost import EDGE_PAIRS, measure_apart
 
 HERE = Path(__file__).parent
 
 
 def one_gene_row(pair: str) -> str:
     return next(label for label in EDGE_PAIRS[pair][2] if label.startswith("hkt (one stage gene"))
-
-
-def measure(pair: str, label: str, batch: int, size: int, steps: int) -> dict:
-    cmd = [sys.executable, str(HERE / "step_cost.py"), "--one", pair, label, str(batch), str(size), "--steps", str(steps)]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -45,8 +38,8 @@ def main() -> None:
     rounds: dict[str, list[dict]] = {pair: [] for pair in EDGE_PAIRS}
     for k in range(args.rounds):
         for pair in EDGE_PAIRS:
-            kd = measure(pair, "kd", args.batch, args.size, args.steps)
-            hkt = measure(pair, one_gene_row(pair), args.batch, args.size, args.steps)
+            kd = measure_apart(pair, "kd", args.batch, args.size, args.steps)
+            hkt = measure_apart(pair, one_gene_row(pair), args.batch, args.size, args.steps)
             t_kd = kd["median_step_s"]
             floor = (t_kd + hkt["child_after_gene_s"] + hkt["parent_after_gene_s"]) / t_kd
             rounds[pair].append(

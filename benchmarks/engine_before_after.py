@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 from io import BytesIO
 from pathlib import Path
 
 import torch
+
+from step_cost import measure_apart
 
 HERE = Path(__file__).parent
 ROWS = [  # (pair, label, batch, size): every HKT row of the CIFAR-sized pairs, and KD for the ratio
@@ -38,15 +38,6 @@ ROWS = [  # (pair, label, batch, size): every HKT row of the CIFAR-sized pairs, 
     ("ResNet-56 -> ViT (patch 4, dim 96, depth 4)", label, 128, 32)
     for label in ("kd", "hkt (one block gene: layer3 -> blocks.3)", "hkt (two block genes: layer2 -> blocks.1, layer3 -> blocks.3)")
 ]
-
-
-def measure(src: str | None, pair: str, label: str, batch: int, size: int, steps: int) -> dict:
-    env = dict(os.environ)
-    if src:
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, str(HERE / "step_cost.py"), "--one", pair, label, str(batch), str(size), "--steps", str(steps)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -69,7 +60,7 @@ def main() -> None:
                 for name, src in engines.items():
                     if label == "kd" and src:  # KD does not use the engine: measured with this checkout only
                         continue
-                    r = measure(src, pair, label, batch, size, args.steps)
+                    r = measure_apart(pair, label, batch, size, args.steps, src)
                     times.setdefault((name, pair, label), []).append(r["median_step_s"])
                     memory.setdefault((name, pair, label), []).append(r["peak_rss_growth_mb"])
                     print(name, pair, label, round(r["median_step_s"], 3), flush=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -164,6 +165,17 @@ def mixes_cost(method: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
     return median_step(mixes, steps, warmup=2)
 
 
+def measure_apart(pair: str, label: str, batch: int, size: int, steps: int, src: str | None = None) -> dict:
+    """One row (:func:`measure`) in a process of its own, so that its peak memory is its own; ``src``: a ``src/``
+    folder put first on ``PYTHONPATH`` (another commit's engine)."""
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, __file__, "--one", pair, label, str(batch), str(size), "--steps", str(steps)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 class _Stop(Exception):
     """Ends a timed forward at a gene (benchmark only: the pass up to the gene)."""
 
@@ -251,9 +263,7 @@ def main() -> None:
     for pair in ALL_PAIRS:
         for label in rows_of(pair):
             batch, size = shape[pair]
-            one = ["--one", pair, label, str(batch), str(size), "--steps", str(args.steps)]
-            proc = subprocess.run([sys.executable, __file__, *one], check=True, capture_output=True, text=True)
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(measure_apart(pair, label, batch, size, args.steps))
             print(rows[-1], flush=True)
     for r in rows:
         kd = next(k for k in rows if k["pair"] == r["pair"] and k["method"] == "kd")
