@@ -42,6 +42,12 @@ def fork(path: Tensor, native: Tensor, inherited: Tensor) -> Tensor:
     return torch.where(path, inherited, native)
 
 
+def _carries_paths(t: Tensor) -> bool:
+    """Whether ``t`` carries the paths' vmap dimension; functorch has no public test for it (a torch upgrade that
+    changes this private function fails the engine tests, never silently)."""
+    return torch._C._functorch.is_batchedtensor(t)
+
+
 def fork_mix(path: Tensor, q: Tensor, mix: Callable[[Tensor], Tensor]) -> Tensor:
     """``q`` on the native path and ``mix(q)`` on the inherited one, with ``mix`` run on the inherited path only.
 
@@ -50,7 +56,7 @@ def fork_mix(path: Tensor, q: Tensor, mix: Callable[[Tensor], Tensor]) -> Tensor
     it away (the adapters and Genetic Attention on twice the data): :func:`inherited_only` runs it on the inherited
     slice. ``mix`` must return ``q``'s shape and may read only unbatched tensors besides its argument (the parent's
     feature, its own parameters)."""
-    if not torch._C._functorch.is_batchedtensor(q):
+    if not _carries_paths(q):
         return fork(path, q, mix(q))
     key = id(mix)
     _MIXES[key] = mix
@@ -121,7 +127,7 @@ def _route(
 ) -> Tensor:
     # only an input that carries the paths needs the op; everything else (a layer before the first gene, eval mode,
     # no running estimates) is an ordinary batch_norm that vmap batches by itself
-    if training and running_mean is not None and torch._C._functorch.is_batchedtensor(input):
+    if training and running_mean is not None and _carries_paths(input):
         return path_batch_norm(input, running_mean, running_var, weight, bias, momentum, eps)
     return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
 
